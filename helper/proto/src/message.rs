@@ -1,0 +1,356 @@
+//! The messages: requests, replies and `watch` events, and their dictionary
+//! form (DESIGN.md §3). One model, two transports: the Unix socket carries
+//! these dictionaries as binary plists (see `frame`), XPC carries them as
+//! `xpc_dictionary`s with the same keys.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use plist::Value;
+
+use crate::fields::{DictBuilder, Fields};
+use crate::spec::{parse_route, InstalledRoute, TunnelName, TunnelSpec, TunnelStatus};
+use crate::{DecodeError, ErrorCode};
+
+/// The protocol version this build speaks (`"v"` in every request).
+pub const PROTOCOL_VERSION: i64 = 1;
+
+/// What a request asks for; also what a client needs to know to decode the
+/// reply, since replies do not repeat the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Version,
+    Up,
+    Down,
+    Status,
+    RouteAdd,
+    RouteRemove,
+    Watch,
+}
+
+impl Op {
+    pub const ALL: [Op; 7] =
+        [Op::Version, Op::Up, Op::Down, Op::Status, Op::RouteAdd, Op::RouteRemove, Op::Watch];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Version => "version",
+            Op::Up => "up",
+            Op::Down => "down",
+            Op::Status => "status",
+            Op::RouteAdd => "route.add",
+            Op::RouteRemove => "route.remove",
+            Op::Watch => "watch",
+        }
+    }
+
+    /// Whether the operation changes tunnels or routes (S8: only root and the
+    /// admin group may send these; everyone may read).
+    pub fn is_mutating(self) -> bool {
+        matches!(self, Op::Up | Op::Down | Op::RouteAdd | Op::RouteRemove)
+    }
+}
+
+impl FromStr for Op {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|op| op.as_str() == s).ok_or_else(|| {
+            let known: Vec<&str> = Self::ALL.iter().map(|op| op.as_str()).collect();
+            format!("unknown operation \"{}\"; known: {}", s.escape_debug(), known.join(", "))
+        })
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which tunnels a `down` takes away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownTarget {
+    Name(TunnelName),
+    /// Every tunnel (`ztunctl down --all`, the uninstaller).
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Version,
+    Up(TunnelSpec),
+    Down(DownTarget),
+    /// One tunnel, or all when `None`.
+    Status(Option<TunnelName>),
+    RouteAdd { name: TunnelName, routes: Vec<IpNet> },
+    RouteRemove { name: TunnelName, routes: Vec<IpNet> },
+    /// Events for one tunnel, or all when `None`.
+    Watch(Option<TunnelName>),
+}
+
+impl Request {
+    pub fn op(&self) -> Op {
+        match self {
+            Request::Version => Op::Version,
+            Request::Up(_) => Op::Up,
+            Request::Down(_) => Op::Down,
+            Request::Status(_) => Op::Status,
+            Request::RouteAdd { .. } => Op::RouteAdd,
+            Request::RouteRemove { .. } => Op::RouteRemove,
+            Request::Watch(_) => Op::Watch,
+        }
+    }
+
+    /// Decodes and validates a request dictionary. Unknown keys are ignored;
+    /// `"v"` is checked first so a newer client gets `unsupported_version`
+    /// rather than a confusing field error.
+    pub fn from_value(value: &Value) -> Result<Self, DecodeError> {
+        let f = Fields::new(value, "")?;
+        let v = f.int("v")?;
+        if v != PROTOCOL_VERSION {
+            return Err(DecodeError::UnsupportedVersion { found: v });
+        }
+        let op: Op = f.parsed("op", str::parse)?;
+        let name = || f.parsed("name", str::parse::<TunnelName>);
+        let opt_name = || f.opt_parsed("name", str::parse::<TunnelName>);
+        let routes = || {
+            let routes = f.str_list("routes", parse_route)?;
+            if routes.is_empty() {
+                return Err(f.invalid("routes", "give at least one route"));
+            }
+            Ok(routes)
+        };
+        Ok(match op {
+            Op::Version => Request::Version,
+            Op::Up => Request::Up(TunnelSpec::decode(f.value("tunnel")?, "tunnel")?),
+            Op::Down => match (f.opt_flag("all")?.unwrap_or(false), opt_name()?) {
+                (true, None) => Request::Down(DownTarget::All),
+                (false, Some(n)) => Request::Down(DownTarget::Name(n)),
+                (true, Some(_)) => return Err(f.invalid("all", "give either name or all = 1, not both")),
+                (false, None) => return Err(f.missing("name")),
+            },
+            Op::Status => Request::Status(opt_name()?),
+            Op::RouteAdd => Request::RouteAdd { name: name()?, routes: routes()? },
+            Op::RouteRemove => Request::RouteRemove { name: name()?, routes: routes()? },
+            Op::Watch => Request::Watch(opt_name()?),
+        })
+    }
+
+    pub fn to_value(&self) -> Value {
+        let b = DictBuilder::new().set("v", PROTOCOL_VERSION).set("op", self.op().as_str());
+        let name = |n: &Option<TunnelName>| n.as_ref().map(ToString::to_string);
+        match self {
+            Request::Version => b,
+            Request::Up(spec) => b.set("tunnel", spec.to_value()),
+            Request::Down(DownTarget::Name(n)) => b.set("name", n.to_string()),
+            Request::Down(DownTarget::All) => b.flag("all", true),
+            Request::Status(n) | Request::Watch(n) => b.set_opt("name", name(n)),
+            Request::RouteAdd { name, routes } | Request::RouteRemove { name, routes } => {
+                b.set("name", name.to_string()).strings("routes", routes)
+            }
+        }
+        .build()
+    }
+}
+
+/// A failed request as the client sees it: a code a program can branch on and
+/// one line a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorReply {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<DecodeError> for ErrorReply {
+    fn from(e: DecodeError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+/// A successful reply's payload, by operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `version`: the helper's version and protocol.
+    Version { version: String, protocol: i64 },
+    /// `up`, `route.add`, `route.remove`: the tunnel as it now stands.
+    Tunnel(Box<TunnelStatus>),
+    /// `status`.
+    Tunnels(Vec<TunnelStatus>),
+    /// `down`, and `watch` before its event stream.
+    Done,
+}
+
+/// A reply: `{"ok": 1, …}` or `{"ok": 0, "error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Ok(Reply),
+    Err(ErrorReply),
+}
+
+impl Response {
+    pub fn to_value(&self) -> Value {
+        let ok = DictBuilder::new().flag("ok", true);
+        match self {
+            Response::Ok(Reply::Version { version, protocol }) => {
+                ok.set("version", version.clone()).set("protocol", *protocol)
+            }
+            Response::Ok(Reply::Tunnel(t)) => ok.set("tunnel", t.to_value()),
+            Response::Ok(Reply::Tunnels(ts)) => {
+                ok.set("tunnels", ts.iter().map(TunnelStatus::to_value).collect::<Vec<_>>())
+            }
+            Response::Ok(Reply::Done) => ok,
+            Response::Err(e) => DictBuilder::new().flag("ok", false).set(
+                "error",
+                DictBuilder::new()
+                    .set("code", e.code.as_str())
+                    .set("message", e.message.clone())
+                    .build(),
+            ),
+        }
+        .build()
+    }
+
+    /// Decodes the reply to a request of kind `op`.
+    pub fn from_value(op: Op, value: &Value) -> Result<Self, DecodeError> {
+        let f = Fields::new(value, "")?;
+        if !f.flag("ok")? {
+            let e = Fields::new(f.value("error")?, "error")?;
+            // An error code from a newer helper still reaches the user as text.
+            let code = e.str("code")?.parse().unwrap_or(ErrorCode::Internal);
+            return Ok(Response::Err(ErrorReply::new(code, e.str("message")?)));
+        }
+        let reply = match op {
+            Op::Version => Reply::Version {
+                version: f.str("version")?.to_owned(),
+                protocol: f.int("protocol")?,
+            },
+            Op::Up | Op::RouteAdd | Op::RouteRemove => {
+                Reply::Tunnel(Box::new(TunnelStatus::decode(f.value("tunnel")?, "tunnel")?))
+            }
+            Op::Status => Reply::Tunnels(
+                f.array("tunnels")?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| TunnelStatus::decode(t, &format!("tunnels[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Op::Down | Op::Watch => Reply::Done,
+        };
+        Ok(Response::Ok(reply))
+    }
+
+    /// The reply as a `Result`, for callers that treat a helper error as an error.
+    pub fn into_result(self) -> Result<Reply, ErrorReply> {
+        match self {
+            Response::Ok(r) => Ok(r),
+            Response::Err(e) => Err(e),
+        }
+    }
+}
+
+impl From<Result<Reply, ErrorReply>> for Response {
+    fn from(r: Result<Reply, ErrorReply>) -> Self {
+        match r {
+            Ok(reply) => Response::Ok(reply),
+            Err(e) => Response::Err(e),
+        }
+    }
+}
+
+/// Whether a route event reports an install or a removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteChange {
+    Added,
+    Removed,
+}
+
+impl RouteChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteChange::Added => "added",
+            RouteChange::Removed => "removed",
+        }
+    }
+}
+
+impl FromStr for RouteChange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "added" => Ok(RouteChange::Added),
+            "removed" => Ok(RouteChange::Removed),
+            _ => Err(format!("\"{s}\" is not a route change; use added or removed")),
+        }
+    }
+}
+
+/// A message on a `watch` stream: `{"event": kind, …}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A tunnel came up or changed state (`"event": "tunnel"`).
+    Tunnel(Box<TunnelStatus>),
+    /// A tunnel is gone (`"event": "down"`).
+    Down { name: TunnelName },
+    /// A route was installed (and verified) or removed (`"event": "route"`).
+    Route { name: TunnelName, change: RouteChange, route: InstalledRoute },
+    /// Something went wrong outside any request (`"event": "error"`), e.g. a
+    /// route vanished after a network change; `name` is absent for
+    /// helper-wide errors.
+    Error { name: Option<TunnelName>, message: String },
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Tunnel(_) => "tunnel",
+            Event::Down { .. } => "down",
+            Event::Route { .. } => "route",
+            Event::Error { .. } => "error",
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        let b = DictBuilder::new().set("event", self.kind());
+        match self {
+            Event::Tunnel(t) => b.set("tunnel", t.to_value()),
+            Event::Down { name } => b.set("name", name.to_string()),
+            Event::Route { name, change, route } => b
+                .set("name", name.to_string())
+                .set("change", change.as_str())
+                .set("route", route.to_value()),
+            Event::Error { name, message } => b
+                .set_opt("name", name.as_ref().map(ToString::to_string))
+                .set("message", message.clone()),
+        }
+        .build()
+    }
+
+    pub fn from_value(value: &Value) -> Result<Self, DecodeError> {
+        let f = Fields::new(value, "")?;
+        let name = || f.parsed("name", str::parse::<TunnelName>);
+        Ok(match f.str("event")? {
+            "tunnel" => Event::Tunnel(Box::new(TunnelStatus::decode(f.value("tunnel")?, "tunnel")?)),
+            "down" => Event::Down { name: name()? },
+            "route" => Event::Route {
+                name: name()?,
+                change: f.parsed("change", str::parse)?,
+                route: InstalledRoute::decode(f.value("route")?, "route")?,
+            },
+            "error" => Event::Error {
+                name: f.opt_parsed("name", str::parse)?,
+                message: f.str("message")?.to_owned(),
+            },
+            other => return Err(f.invalid("event", format!("unknown event kind \"{}\"", other.escape_debug()))),
+        })
+    }
+}

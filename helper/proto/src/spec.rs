@@ -1,0 +1,471 @@
+//! What a user asks for (`TunnelSpec`) and what the helper reports back
+//! (`TunnelStatus`), with validation at the edge: a spec that decodes is one
+//! the helper can act on.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use plist::Value;
+
+use crate::fields::{counter, DictBuilder, Fields};
+use crate::{DecodeError, Upstream};
+
+/// Default tunnel address: the first host of the benchmarking range 198.18.0.0/15.
+pub const DEFAULT_ADDRESS: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(198, 18, 0, 1), 32) {
+    Ok(net) => net,
+    Err(_) => panic!("constant prefix length is valid"),
+};
+/// Default point-to-point peer (macOS utun is point-to-point: S2).
+pub const DEFAULT_PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// Flows terminate in the helper, so a large tunnel MTU costs nothing on the
+/// wire and saves per-packet work; 9000 is accepted by both utun and Linux tun.
+pub const DEFAULT_MTU: u16 = 9000;
+/// Smallest MTU an IPv4 host must accept (RFC 791).
+pub const MIN_MTU_V4: u16 = 576;
+/// Smallest MTU an IPv6 link may have (RFC 8200 §5).
+pub const MIN_MTU_V6: u16 = 1280;
+/// Longest tunnel name.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// A tunnel's user-chosen name: 1–32 of `A-Z a-z 0-9 - _`, starting with a
+/// letter or digit. It is a key in the state files and a CLI argument, so
+/// nothing that needs quoting is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TunnelName(String);
+
+impl TunnelName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for TunnelName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if s.is_empty() || s.len() > MAX_NAME_LEN {
+            return Err(format!("tunnel name must be 1 to {MAX_NAME_LEN} characters"));
+        }
+        if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) || !s.chars().all(ok_char) {
+            return Err(format!(
+                "tunnel name \"{}\" may use only letters, digits, '-' and '_', starting with a letter or digit",
+                s.escape_debug()
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for TunnelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses a route destination: a CIDR with no host bits set, or a bare address
+/// meaning a /32 (/128). `/0` is refused: it would replace the system default
+/// route, which ztun never touches (full mode uses two /1 routes instead).
+pub fn parse_route(s: &str) -> Result<IpNet, String> {
+    let net = if s.contains('/') {
+        s.parse::<IpNet>().map_err(|_| format!("\"{s}\" is not a CIDR like 203.0.113.0/24"))?
+    } else {
+        s.parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| format!("\"{s}\" is not an address or a CIDR like 203.0.113.0/24"))?
+    };
+    if net.trunc() != net {
+        return Err(format!("{s} has host bits set; did you mean {}?", net.trunc()));
+    }
+    if net.prefix_len() == 0 {
+        return Err(format!(
+            "{s} would replace the default route; use full-tunnel mode (full = 1, ztunctl up --full)"
+        ));
+    }
+    Ok(net)
+}
+
+/// Parses the tunnel's own IPv4 address with its prefix (`198.18.0.1/32`);
+/// a bare address means /32.
+pub fn parse_address_v4(s: &str) -> Result<Ipv4Net, String> {
+    let net = if s.contains('/') {
+        s.parse::<Ipv4Net>()
+            .map_err(|_| format!("\"{s}\" is not an IPv4 address with prefix like 198.18.0.1/32"))?
+    } else {
+        s.parse::<Ipv4Addr>()
+            .map(Ipv4Net::from)
+            .map_err(|_| format!("\"{s}\" is not an IPv4 address"))?
+    };
+    usable_host(IpAddr::V4(net.addr()))?;
+    Ok(net)
+}
+
+/// Parses the tunnel's optional IPv6 address with its prefix (`2001:db8::1/64`).
+pub fn parse_address_v6(s: &str) -> Result<Ipv6Net, String> {
+    let net = s
+        .parse::<Ipv6Net>()
+        .map_err(|_| format!("\"{s}\" is not an IPv6 address with prefix like 2001:db8::1/64"))?;
+    usable_host(IpAddr::V6(net.addr()))?;
+    Ok(net)
+}
+
+pub fn parse_peer(s: &str) -> Result<Ipv4Addr, String> {
+    let ip = s.parse::<Ipv4Addr>().map_err(|_| format!("\"{s}\" is not an IPv4 address"))?;
+    usable_host(IpAddr::V4(ip))?;
+    Ok(ip)
+}
+
+fn usable_host(ip: IpAddr) -> Result<(), String> {
+    let bad = match ip {
+        IpAddr::V4(v4) => v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+    } || ip.is_loopback();
+    if bad {
+        Err(format!("{ip} cannot be a tunnel address"))
+    } else {
+        Ok(())
+    }
+}
+
+/// What the engine does with ICMP echo requests (S4, S5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EchoPolicy {
+    /// Answer from the engine at once.
+    Reply,
+    /// Send a real echo from a host socket and translate the real reply back,
+    /// so `ping` shows the true round trip.
+    #[default]
+    Forward,
+    Drop,
+}
+
+impl EchoPolicy {
+    pub const ALL: [EchoPolicy; 3] = [EchoPolicy::Reply, EchoPolicy::Forward, EchoPolicy::Drop];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EchoPolicy::Reply => "reply",
+            EchoPolicy::Forward => "forward",
+            EchoPolicy::Drop => "drop",
+        }
+    }
+}
+
+impl FromStr for EchoPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("\"{s}\" is not an ICMP policy; use reply, forward or drop"))
+    }
+}
+
+impl fmt::Display for EchoPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tunnel as the user asks for it (the `up` request's `tunnel` dictionary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelSpec {
+    pub name: TunnelName,
+    pub address: Ipv4Net,
+    pub peer: Ipv4Addr,
+    pub mtu: u16,
+    pub ipv6: Option<Ipv6Net>,
+    /// Destinations steered into the tunnel (target-only mode).
+    pub routes: Vec<IpNet>,
+    /// All traffic: `0.0.0.0/1` + `128.0.0.0/1` (and the IPv6 halves) (S6).
+    pub full: bool,
+    /// Kept outside the tunnel in full mode.
+    pub exclude: Vec<IpNet>,
+    pub upstream: Upstream,
+    pub icmp: EchoPolicy,
+    /// Not restored after a helper restart.
+    pub transient: bool,
+}
+
+impl TunnelSpec {
+    /// A spec with every optional field at its default.
+    pub fn new(name: TunnelName) -> Self {
+        Self {
+            name,
+            address: DEFAULT_ADDRESS,
+            peer: DEFAULT_PEER,
+            mtu: DEFAULT_MTU,
+            ipv6: None,
+            routes: Vec::new(),
+            full: false,
+            exclude: Vec::new(),
+            upstream: Upstream::Direct,
+            icmp: EchoPolicy::default(),
+            transient: false,
+        }
+    }
+
+    /// Checks the rules that tie fields together; `key` names the dictionary
+    /// the spec came from so errors point at the right field.
+    fn check(&self, f: &Fields<'_>) -> Result<(), DecodeError> {
+        let min_mtu = if self.ipv6.is_some() { MIN_MTU_V6 } else { MIN_MTU_V4 };
+        if self.mtu < min_mtu {
+            let why = if self.ipv6.is_some() { " with IPv6" } else { "" };
+            return Err(f.invalid("mtu", format!("{} is below the minimum {min_mtu}{why}", self.mtu)));
+        }
+        if self.peer == self.address.addr() {
+            return Err(f.invalid("peer", format!("{} is the tunnel's own address", self.peer)));
+        }
+        if self.ipv6.is_none() {
+            if let Some((i, net)) = self.routes.iter().enumerate().find(|(_, n)| n.addr().is_ipv6()) {
+                return Err(DecodeError::Invalid {
+                    key: format!("{}[{i}]", f.key("routes")),
+                    reason: format!("{net} is IPv6 but the tunnel has no IPv6 address (ipv6)"),
+                });
+            }
+        }
+        if !self.full && !self.exclude.is_empty() {
+            return Err(f.invalid("exclude", "exclusions apply only in full-tunnel mode (full = 1)"));
+        }
+        if !self.full && self.routes.is_empty() {
+            return Err(f.invalid("routes", "give at least one route, or full = 1 for all traffic"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn decode(value: &Value, path: &str) -> Result<Self, DecodeError> {
+        let f = Fields::new(value, path)?;
+        let mut spec = TunnelSpec::new(f.parsed("name", str::parse)?);
+        if let Some(a) = f.opt_parsed("address", parse_address_v4)? {
+            spec.address = a;
+        }
+        if let Some(p) = f.opt_parsed("peer", parse_peer)? {
+            spec.peer = p;
+        }
+        if let Some(m) = f.opt_int_as::<u16>("mtu")? {
+            spec.mtu = m;
+        }
+        spec.ipv6 = f.opt_parsed("ipv6", parse_address_v6)?;
+        spec.routes = f.str_list("routes", parse_route)?;
+        spec.full = f.opt_flag("full")?.unwrap_or(false);
+        spec.exclude = f.str_list("exclude", parse_route)?;
+        if let Some(u) = f.opt_parsed("upstream", str::parse)? {
+            spec.upstream = u;
+        }
+        if let Some(p) = f.opt_parsed("icmp", str::parse)? {
+            spec.icmp = p;
+        }
+        spec.transient = f.opt_flag("transient")?.unwrap_or(false);
+        spec.check(&f)?;
+        Ok(spec)
+    }
+
+    /// Every field, written out (defaults included) so a reader never has to
+    /// know the defaults.
+    fn fields(&self, upstream: String) -> DictBuilder {
+        DictBuilder::new()
+            .set("name", self.name.to_string())
+            .set("address", self.address.to_string())
+            .set("peer", self.peer.to_string())
+            .set("mtu", i64::from(self.mtu))
+            .set_opt("ipv6", self.ipv6.map(|n| n.to_string()))
+            .strings("routes", &self.routes)
+            .flag("full", self.full)
+            .strings("exclude", &self.exclude)
+            .set("upstream", upstream)
+            .set("icmp", self.icmp.as_str())
+            .flag("transient", self.transient)
+    }
+
+    /// The wire form, credentials included (an `up` request).
+    pub fn to_value(&self) -> Value {
+        self.fields(self.upstream.to_url()).build()
+    }
+}
+
+/// Where a tunnel is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelState {
+    Starting,
+    Up,
+    /// Up, but something needs attention (a route failed verification, the
+    /// upstream is unreachable); details are in the latest error event.
+    Degraded,
+    Stopping,
+}
+
+impl TunnelState {
+    pub const ALL: [TunnelState; 4] =
+        [TunnelState::Starting, TunnelState::Up, TunnelState::Degraded, TunnelState::Stopping];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelState::Starting => "starting",
+            TunnelState::Up => "up",
+            TunnelState::Degraded => "degraded",
+            TunnelState::Stopping => "stopping",
+        }
+    }
+}
+
+impl FromStr for TunnelState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("\"{s}\" is not a tunnel state"))
+    }
+}
+
+impl fmt::Display for TunnelState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A route as installed and read back from the kernel (S3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledRoute {
+    pub route: IpNet,
+    /// The interface the kernel resolves the route to (read back, not assumed).
+    pub interface: String,
+    /// Set for exclusion routes, which leave through the physical gateway.
+    pub gateway: Option<IpAddr>,
+}
+
+impl InstalledRoute {
+    pub(crate) fn decode(value: &Value, path: &str) -> Result<Self, DecodeError> {
+        let f = Fields::new(value, path)?;
+        Ok(Self {
+            route: f.parsed("route", |s| s.parse::<IpNet>().map_err(|e| e.to_string()))?,
+            interface: f.str("interface")?.to_owned(),
+            gateway: f.opt_parsed("gateway", |s| s.parse::<IpAddr>().map_err(|e| e.to_string()))?,
+        })
+    }
+
+    pub fn to_value(&self) -> Value {
+        DictBuilder::new()
+            .set("route", self.route.to_string())
+            .set("interface", self.interface.clone())
+            .set_opt("gateway", self.gateway.map(|g| g.to_string()))
+            .build()
+    }
+}
+
+/// Traffic counters of one tunnel since it came up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets read from the tunnel (sent by local applications).
+    pub packets_in: u64,
+    /// Packets written to the tunnel.
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub flows_open: u64,
+    pub flows_total: u64,
+    /// Dropped packets by reason (`bad_checksum`, `not_routed`, …).
+    pub drops: BTreeMap<String, u64>,
+}
+
+const COUNTER_KEYS: [&str; 6] =
+    ["packets_in", "packets_out", "bytes_in", "bytes_out", "flows_open", "flows_total"];
+
+impl Counters {
+    fn slots(&mut self) -> [&mut u64; 6] {
+        [
+            &mut self.packets_in,
+            &mut self.packets_out,
+            &mut self.bytes_in,
+            &mut self.bytes_out,
+            &mut self.flows_open,
+            &mut self.flows_total,
+        ]
+    }
+
+    pub(crate) fn decode(value: &Value, path: &str) -> Result<Self, DecodeError> {
+        let f = Fields::new(value, path)?;
+        let mut c = Counters::default();
+        for (key, slot) in COUNTER_KEYS.into_iter().zip(c.slots()) {
+            *slot = f.opt_int_as::<u64>(key)?.unwrap_or(0);
+        }
+        if let Some(drops) = f.opt_value("drops") {
+            let path = f.key("drops");
+            let d = Fields::new(drops, &path)?;
+            let Value::Dictionary(dict) = drops else { unreachable!("Fields::new checked") };
+            for reason in dict.keys() {
+                c.drops.insert(reason.clone(), d.opt_int_as::<u64>(reason)?.unwrap_or(0));
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut this = self.clone();
+        let mut b = DictBuilder::new();
+        for (key, slot) in COUNTER_KEYS.into_iter().zip(this.slots()) {
+            b = b.set(key, counter(*slot));
+        }
+        let drops = self
+            .drops
+            .iter()
+            .fold(DictBuilder::new(), |d, (reason, n)| d.set(reason, counter(*n)));
+        b.set("drops", drops.build()).build()
+    }
+}
+
+/// A tunnel as the helper reports it: the spec (password redacted) plus
+/// where it stands now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelStatus {
+    /// The spec as requested; `upstream` carries no password.
+    pub spec: TunnelSpec,
+    /// The kernel interface (`utun4`, `tun0`).
+    pub interface: String,
+    pub state: TunnelState,
+    pub routes: Vec<InstalledRoute>,
+    pub counters: Counters,
+    /// When the tunnel came up, in seconds since the Unix epoch.
+    pub since: i64,
+}
+
+impl TunnelStatus {
+    pub(crate) fn decode(value: &Value, path: &str) -> Result<Self, DecodeError> {
+        let f = Fields::new(value, path)?;
+        let spec = TunnelSpec::decode(value, path)?;
+        let routes = f
+            .opt_array("installed")?
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| InstalledRoute::decode(r, &format!("{}[{i}]", f.key("installed"))))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            spec,
+            interface: f.str("interface")?.to_owned(),
+            state: f.parsed("state", str::parse)?,
+            routes,
+            counters: Counters::decode(f.value("counters")?, &f.key("counters"))?,
+            since: f.int("since")?,
+        })
+    }
+
+    /// The wire form: the spec's keys (password redacted) and the status keys
+    /// in one dictionary.
+    pub fn to_value(&self) -> Value {
+        let installed: Vec<Value> = self.routes.iter().map(InstalledRoute::to_value).collect();
+        self.spec
+            .fields(self.spec.upstream.redacted().to_url())
+            .set("interface", self.interface.clone())
+            .set("state", self.state.as_str())
+            .set("installed", installed)
+            .set("counters", self.counters.to_value())
+            .set("since", self.since)
+            .build()
+    }
+}
