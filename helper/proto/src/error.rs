@@ -68,7 +68,11 @@ pub enum DecodeError {
     #[error("{key}: required key is missing")]
     Missing { key: String },
     #[error("{key}: expected {expected}, got {found}")]
-    WrongType { key: String, expected: &'static str, found: &'static str },
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
     #[error("v: protocol version {found} is not supported; this helper speaks version {PROTOCOL_VERSION}")]

@@ -46,7 +46,11 @@ impl<'a> Fields<'a> {
         match value {
             Value::Dictionary(dict) => Ok(Self { dict, path }),
             other => Err(DecodeError::WrongType {
-                key: if path.is_empty() { "(message)".to_owned() } else { path.to_owned() },
+                key: if path.is_empty() {
+                    "(message)".to_owned()
+                } else {
+                    path.to_owned()
+                },
                 expected: "dictionary",
                 found: type_name(other),
             }),
@@ -62,7 +66,11 @@ impl<'a> Fields<'a> {
     }
 
     fn wrong_type(&self, key: &str, expected: &'static str, found: &Value) -> DecodeError {
-        DecodeError::WrongType { key: self.key(key), expected, found: type_name(found) }
+        DecodeError::WrongType {
+            key: self.key(key),
+            expected,
+            found: type_name(found),
+        }
     }
 
     pub(crate) fn missing(&self, key: &str) -> DecodeError {
@@ -70,7 +78,10 @@ impl<'a> Fields<'a> {
     }
 
     pub(crate) fn invalid(&self, key: &str, reason: impl Into<String>) -> DecodeError {
-        DecodeError::Invalid { key: self.key(key), reason: reason.into() }
+        DecodeError::Invalid {
+            key: self.key(key),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&'a str>, DecodeError> {
@@ -187,7 +198,8 @@ impl<'a> Fields<'a> {
         key: &str,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, DecodeError> {
-        self.opt_parsed(key, parse)?.ok_or_else(|| self.missing(key))
+        self.opt_parsed(key, parse)?
+            .ok_or_else(|| self.missing(key))
     }
 
     /// The raw value under `key`, for nested dictionaries and arrays of them.

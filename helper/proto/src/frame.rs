@@ -137,9 +137,15 @@ mod tests {
     fn oversized_length_is_refused_from_the_header_alone() {
         // 2 GiB announced, no body sent: must be an error now, not "need more".
         let header = 0x8000_0000_u32.to_be_bytes();
-        assert!(matches!(decode(&header), Err(FrameError::TooLarge { len: 0x8000_0000 })));
+        assert!(matches!(
+            decode(&header),
+            Err(FrameError::TooLarge { len: 0x8000_0000 })
+        ));
         let just_over = u32::try_from(MAX_FRAME_LEN + 1).unwrap().to_be_bytes();
-        assert!(matches!(body_len(just_over), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            body_len(just_over),
+            Err(FrameError::TooLarge { .. })
+        ));
         let at_cap = u32::try_from(MAX_FRAME_LEN).unwrap().to_be_bytes();
         assert_eq!(body_len(at_cap).unwrap(), MAX_FRAME_LEN);
     }
@@ -173,7 +179,10 @@ mod tests {
     fn encoding_more_than_the_cap_fails_and_leaves_out_untouched() {
         let big = Value::Data(vec![0; MAX_FRAME_LEN]);
         let mut out = vec![7];
-        assert!(matches!(encode(&big, &mut out), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            encode(&big, &mut out),
+            Err(FrameError::TooLarge { .. })
+        ));
         assert_eq!(out, [7]);
     }
 }

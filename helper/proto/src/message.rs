@@ -30,8 +30,15 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 7] =
-        [Op::Version, Op::Up, Op::Down, Op::Status, Op::RouteAdd, Op::RouteRemove, Op::Watch];
+    pub const ALL: [Op; 7] = [
+        Op::Version,
+        Op::Up,
+        Op::Down,
+        Op::Status,
+        Op::RouteAdd,
+        Op::RouteRemove,
+        Op::Watch,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,10 +63,17 @@ impl FromStr for Op {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|op| op.as_str() == s).ok_or_else(|| {
-            let known: Vec<&str> = Self::ALL.iter().map(|op| op.as_str()).collect();
-            format!("unknown operation \"{}\"; known: {}", s.escape_debug(), known.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|op| op.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|op| op.as_str()).collect();
+                format!(
+                    "unknown operation \"{}\"; known: {}",
+                    s.escape_debug(),
+                    known.join(", ")
+                )
+            })
     }
 }
 
@@ -84,8 +98,14 @@ pub enum Request {
     Down(DownTarget),
     /// One tunnel, or all when `None`.
     Status(Option<TunnelName>),
-    RouteAdd { name: TunnelName, routes: Vec<IpNet> },
-    RouteRemove { name: TunnelName, routes: Vec<IpNet> },
+    RouteAdd {
+        name: TunnelName,
+        routes: Vec<IpNet>,
+    },
+    RouteRemove {
+        name: TunnelName,
+        routes: Vec<IpNet>,
+    },
     /// Events for one tunnel, or all when `None`.
     Watch(Option<TunnelName>),
 }
@@ -128,18 +148,28 @@ impl Request {
             Op::Down => match (f.opt_flag("all")?.unwrap_or(false), opt_name()?) {
                 (true, None) => Request::Down(DownTarget::All),
                 (false, Some(n)) => Request::Down(DownTarget::Name(n)),
-                (true, Some(_)) => return Err(f.invalid("all", "give either name or all = 1, not both")),
+                (true, Some(_)) => {
+                    return Err(f.invalid("all", "give either name or all = 1, not both"))
+                }
                 (false, None) => return Err(f.missing("name")),
             },
             Op::Status => Request::Status(opt_name()?),
-            Op::RouteAdd => Request::RouteAdd { name: name()?, routes: routes()? },
-            Op::RouteRemove => Request::RouteRemove { name: name()?, routes: routes()? },
+            Op::RouteAdd => Request::RouteAdd {
+                name: name()?,
+                routes: routes()?,
+            },
+            Op::RouteRemove => Request::RouteRemove {
+                name: name()?,
+                routes: routes()?,
+            },
             Op::Watch => Request::Watch(opt_name()?),
         })
     }
 
     pub fn to_value(&self) -> Value {
-        let b = DictBuilder::new().set("v", PROTOCOL_VERSION).set("op", self.op().as_str());
+        let b = DictBuilder::new()
+            .set("v", PROTOCOL_VERSION)
+            .set("op", self.op().as_str());
         let name = |n: &Option<TunnelName>| n.as_ref().map(ToString::to_string);
         match self {
             Request::Version => b,
@@ -166,7 +196,10 @@ pub struct ErrorReply {
 
 impl ErrorReply {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -200,13 +233,14 @@ impl Response {
     pub fn to_value(&self) -> Value {
         let ok = DictBuilder::new().flag("ok", true);
         match self {
-            Response::Ok(Reply::Version { version, protocol }) => {
-                ok.set("version", version.clone()).set("protocol", *protocol)
-            }
+            Response::Ok(Reply::Version { version, protocol }) => ok
+                .set("version", version.clone())
+                .set("protocol", *protocol),
             Response::Ok(Reply::Tunnel(t)) => ok.set("tunnel", t.to_value()),
-            Response::Ok(Reply::Tunnels(ts)) => {
-                ok.set("tunnels", ts.iter().map(TunnelStatus::to_value).collect::<Vec<_>>())
-            }
+            Response::Ok(Reply::Tunnels(ts)) => ok.set(
+                "tunnels",
+                ts.iter().map(TunnelStatus::to_value).collect::<Vec<_>>(),
+            ),
             Response::Ok(Reply::Done) => ok,
             Response::Err(e) => DictBuilder::new().flag("ok", false).set(
                 "error",
@@ -233,9 +267,9 @@ impl Response {
                 version: f.str("version")?.to_owned(),
                 protocol: f.int("protocol")?,
             },
-            Op::Up | Op::RouteAdd | Op::RouteRemove => {
-                Reply::Tunnel(Box::new(TunnelStatus::decode(f.value("tunnel")?, "tunnel")?))
-            }
+            Op::Up | Op::RouteAdd | Op::RouteRemove => Reply::Tunnel(Box::new(
+                TunnelStatus::decode(f.value("tunnel")?, "tunnel")?,
+            )),
             Op::Status => Reply::Tunnels(
                 f.array("tunnels")?
                     .iter()
@@ -289,7 +323,9 @@ impl FromStr for RouteChange {
         match s {
             "added" => Ok(RouteChange::Added),
             "removed" => Ok(RouteChange::Removed),
-            _ => Err(format!("\"{s}\" is not a route change; use added or removed")),
+            _ => Err(format!(
+                "\"{s}\" is not a route change; use added or removed"
+            )),
         }
     }
 }
@@ -302,11 +338,18 @@ pub enum Event {
     /// A tunnel is gone (`"event": "down"`).
     Down { name: TunnelName },
     /// A route was installed (and verified) or removed (`"event": "route"`).
-    Route { name: TunnelName, change: RouteChange, route: InstalledRoute },
+    Route {
+        name: TunnelName,
+        change: RouteChange,
+        route: InstalledRoute,
+    },
     /// Something went wrong outside any request (`"event": "error"`), e.g. a
     /// route vanished after a network change; `name` is absent for
     /// helper-wide errors.
-    Error { name: Option<TunnelName>, message: String },
+    Error {
+        name: Option<TunnelName>,
+        message: String,
+    },
 }
 
 impl Event {
@@ -324,7 +367,11 @@ impl Event {
         match self {
             Event::Tunnel(t) => b.set("tunnel", t.to_value()),
             Event::Down { name } => b.set("name", name.to_string()),
-            Event::Route { name, change, route } => b
+            Event::Route {
+                name,
+                change,
+                route,
+            } => b
                 .set("name", name.to_string())
                 .set("change", change.as_str())
                 .set("route", route.to_value()),
@@ -339,7 +386,10 @@ impl Event {
         let f = Fields::new(value, "")?;
         let name = || f.parsed("name", str::parse::<TunnelName>);
         Ok(match f.str("event")? {
-            "tunnel" => Event::Tunnel(Box::new(TunnelStatus::decode(f.value("tunnel")?, "tunnel")?)),
+            "tunnel" => Event::Tunnel(Box::new(TunnelStatus::decode(
+                f.value("tunnel")?,
+                "tunnel",
+            )?)),
             "down" => Event::Down { name: name()? },
             "route" => Event::Route {
                 name: name()?,
@@ -350,7 +400,12 @@ impl Event {
                 name: f.opt_parsed("name", str::parse)?,
                 message: f.str("message")?.to_owned(),
             },
-            other => return Err(f.invalid("event", format!("unknown event kind \"{}\"", other.escape_debug()))),
+            other => {
+                return Err(f.invalid(
+                    "event",
+                    format!("unknown event kind \"{}\"", other.escape_debug()),
+                ))
+            }
         })
     }
 }

@@ -48,7 +48,9 @@ impl FromStr for TunnelName {
     fn from_str(s: &str) -> Result<Self, String> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
         if s.is_empty() || s.len() > MAX_NAME_LEN {
-            return Err(format!("tunnel name must be 1 to {MAX_NAME_LEN} characters"));
+            return Err(format!(
+                "tunnel name must be 1 to {MAX_NAME_LEN} characters"
+            ));
         }
         if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) || !s.chars().all(ok_char) {
             return Err(format!(
@@ -71,14 +73,18 @@ impl fmt::Display for TunnelName {
 /// route, which ztun never touches (full mode uses two /1 routes instead).
 pub fn parse_route(s: &str) -> Result<IpNet, String> {
     let net = if s.contains('/') {
-        s.parse::<IpNet>().map_err(|_| format!("\"{s}\" is not a CIDR like 203.0.113.0/24"))?
+        s.parse::<IpNet>()
+            .map_err(|_| format!("\"{s}\" is not a CIDR like 203.0.113.0/24"))?
     } else {
         s.parse::<IpAddr>()
             .map(IpNet::from)
             .map_err(|_| format!("\"{s}\" is not an address or a CIDR like 203.0.113.0/24"))?
     };
     if net.trunc() != net {
-        return Err(format!("{s} has host bits set; did you mean {}?", net.trunc()));
+        return Err(format!(
+            "{s} has host bits set; did you mean {}?",
+            net.trunc()
+        ));
     }
     if net.prefix_len() == 0 {
         return Err(format!(
@@ -113,7 +119,9 @@ pub fn parse_address_v6(s: &str) -> Result<Ipv6Net, String> {
 }
 
 pub fn parse_peer(s: &str) -> Result<Ipv4Addr, String> {
-    let ip = s.parse::<Ipv4Addr>().map_err(|_| format!("\"{s}\" is not an IPv4 address"))?;
+    let ip = s
+        .parse::<Ipv4Addr>()
+        .map_err(|_| format!("\"{s}\" is not an IPv4 address"))?;
     usable_host(IpAddr::V4(ip))?;
     Ok(ip)
 }
@@ -212,16 +220,32 @@ impl TunnelSpec {
     /// Checks the rules that tie fields together; `key` names the dictionary
     /// the spec came from so errors point at the right field.
     fn check(&self, f: &Fields<'_>) -> Result<(), DecodeError> {
-        let min_mtu = if self.ipv6.is_some() { MIN_MTU_V6 } else { MIN_MTU_V4 };
+        let min_mtu = if self.ipv6.is_some() {
+            MIN_MTU_V6
+        } else {
+            MIN_MTU_V4
+        };
         if self.mtu < min_mtu {
-            let why = if self.ipv6.is_some() { " with IPv6" } else { "" };
-            return Err(f.invalid("mtu", format!("{} is below the minimum {min_mtu}{why}", self.mtu)));
+            let why = if self.ipv6.is_some() {
+                " with IPv6"
+            } else {
+                ""
+            };
+            return Err(f.invalid(
+                "mtu",
+                format!("{} is below the minimum {min_mtu}{why}", self.mtu),
+            ));
         }
         if self.peer == self.address.addr() {
             return Err(f.invalid("peer", format!("{} is the tunnel's own address", self.peer)));
         }
         if self.ipv6.is_none() {
-            if let Some((i, net)) = self.routes.iter().enumerate().find(|(_, n)| n.addr().is_ipv6()) {
+            if let Some((i, net)) = self
+                .routes
+                .iter()
+                .enumerate()
+                .find(|(_, n)| n.addr().is_ipv6())
+            {
                 return Err(DecodeError::Invalid {
                     key: format!("{}[{i}]", f.key("routes")),
                     reason: format!("{net} is IPv6 but the tunnel has no IPv6 address (ipv6)"),
@@ -229,10 +253,16 @@ impl TunnelSpec {
             }
         }
         if !self.full && !self.exclude.is_empty() {
-            return Err(f.invalid("exclude", "exclusions apply only in full-tunnel mode (full = 1)"));
+            return Err(f.invalid(
+                "exclude",
+                "exclusions apply only in full-tunnel mode (full = 1)",
+            ));
         }
         if !self.full && self.routes.is_empty() {
-            return Err(f.invalid("routes", "give at least one route, or full = 1 for all traffic"));
+            return Err(f.invalid(
+                "routes",
+                "give at least one route, or full = 1 for all traffic",
+            ));
         }
         Ok(())
     }
@@ -299,8 +329,12 @@ pub enum TunnelState {
 }
 
 impl TunnelState {
-    pub const ALL: [TunnelState; 4] =
-        [TunnelState::Starting, TunnelState::Up, TunnelState::Degraded, TunnelState::Stopping];
+    pub const ALL: [TunnelState; 4] = [
+        TunnelState::Starting,
+        TunnelState::Up,
+        TunnelState::Degraded,
+        TunnelState::Stopping,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -345,7 +379,9 @@ impl InstalledRoute {
         Ok(Self {
             route: f.parsed("route", |s| s.parse::<IpNet>().map_err(|e| e.to_string()))?,
             interface: f.str("interface")?.to_owned(),
-            gateway: f.opt_parsed("gateway", |s| s.parse::<IpAddr>().map_err(|e| e.to_string()))?,
+            gateway: f.opt_parsed("gateway", |s| {
+                s.parse::<IpAddr>().map_err(|e| e.to_string())
+            })?,
         })
     }
 
@@ -373,8 +409,14 @@ pub struct Counters {
     pub drops: BTreeMap<String, u64>,
 }
 
-const COUNTER_KEYS: [&str; 6] =
-    ["packets_in", "packets_out", "bytes_in", "bytes_out", "flows_open", "flows_total"];
+const COUNTER_KEYS: [&str; 6] = [
+    "packets_in",
+    "packets_out",
+    "bytes_in",
+    "bytes_out",
+    "flows_open",
+    "flows_total",
+];
 
 impl Counters {
     fn slots(&mut self) -> [&mut u64; 6] {
@@ -397,9 +439,12 @@ impl Counters {
         if let Some(drops) = f.opt_value("drops") {
             let path = f.key("drops");
             let d = Fields::new(drops, &path)?;
-            let Value::Dictionary(dict) = drops else { unreachable!("Fields::new checked") };
+            let Value::Dictionary(dict) = drops else {
+                unreachable!("Fields::new checked")
+            };
             for reason in dict.keys() {
-                c.drops.insert(reason.clone(), d.opt_int_as::<u64>(reason)?.unwrap_or(0));
+                c.drops
+                    .insert(reason.clone(), d.opt_int_as::<u64>(reason)?.unwrap_or(0));
             }
         }
         Ok(c)
@@ -414,7 +459,9 @@ impl Counters {
         let drops = self
             .drops
             .iter()
-            .fold(DictBuilder::new(), |d, (reason, n)| d.set(reason, counter(*n)));
+            .fold(DictBuilder::new(), |d, (reason, n)| {
+                d.set(reason, counter(*n))
+            });
         b.set("drops", drops.build()).build()
     }
 }

@@ -199,12 +199,18 @@ impl FromStr for Upstream {
         let (host, port) = hostport
             .rsplit_once(':')
             .filter(|(h, _)| !h.is_empty() && (!h.contains(':') || h.ends_with(']')))
-            .ok_or_else(|| format!("\"{hostport}\" needs a host and a port, e.g. 192.0.2.1:1080"))?;
+            .ok_or_else(|| {
+                format!("\"{hostport}\" needs a host and a port, e.g. 192.0.2.1:1080")
+            })?;
         let port = match port.parse::<u16>() {
             Ok(p) if p != 0 => p,
             _ => return Err(format!("port \"{port}\" is not in 1..=65535")),
         };
-        Ok(Upstream::Socks5(Socks5Upstream { host: parse_host(host)?, port, auth }))
+        Ok(Upstream::Socks5(Socks5Upstream {
+            host: parse_host(host)?,
+            port,
+            auth,
+        }))
     }
 }
 
@@ -255,7 +261,10 @@ mod tests {
 
     #[test]
     fn socks5_with_domain_host_is_lowercased() {
-        assert_eq!(socks("socks5://Proxy.Example:1080").host, Host::Domain("proxy.example".into()));
+        assert_eq!(
+            socks("socks5://Proxy.Example:1080").host,
+            Host::Domain("proxy.example".into())
+        );
     }
 
     #[test]
@@ -280,9 +289,13 @@ mod tests {
 
     #[test]
     fn parse_errors_never_echo_the_password() {
-        let err = "sock5://alice:hunter2@192.0.2.1:1080".parse::<Upstream>().unwrap_err();
+        let err = "sock5://alice:hunter2@192.0.2.1:1080"
+            .parse::<Upstream>()
+            .unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
-        let err = "alice:hunter2@192.0.2.1:1080".parse::<Upstream>().unwrap_err();
+        let err = "alice:hunter2@192.0.2.1:1080"
+            .parse::<Upstream>()
+            .unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
     }
 
@@ -308,7 +321,9 @@ mod tests {
     #[test]
     fn rejects_credentials_longer_than_rfc1929_allows() {
         let long = "u".repeat(256);
-        let err = format!("socks5://{long}:pw@192.0.2.1:1080").parse::<Upstream>().unwrap_err();
+        let err = format!("socks5://{long}:pw@192.0.2.1:1080")
+            .parse::<Upstream>()
+            .unwrap_err();
         assert!(err.contains("at most 255"), "{err}");
     }
 }
