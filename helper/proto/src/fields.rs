@@ -57,6 +57,11 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The keys present, for dictionaries whose keys are data (drop reasons).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &'a str> {
+        self.dict.keys().map(String::as_str)
+    }
+
     pub(crate) fn key(&self, key: &str) -> String {
         join(self.path, key)
     }

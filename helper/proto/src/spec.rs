@@ -439,12 +439,9 @@ impl Counters {
         if let Some(drops) = f.opt_value("drops") {
             let path = f.key("drops");
             let d = Fields::new(drops, &path)?;
-            let Value::Dictionary(dict) = drops else {
-                unreachable!("Fields::new checked")
-            };
-            for reason in dict.keys() {
+            for reason in d.keys() {
                 c.drops
-                    .insert(reason.clone(), d.opt_int_as::<u64>(reason)?.unwrap_or(0));
+                    .insert(reason.to_owned(), d.opt_int_as::<u64>(reason)?.unwrap_or(0));
             }
         }
         Ok(c)
