@@ -27,5 +27,13 @@ pub use spec::{
 };
 pub use upstream::{Credentials, Host, Socks5Upstream, Upstream, REDACTED};
 
+/// Where the helper listens for Unix-socket clients by default. On macOS
+/// this transport is for development; installed clients use XPC.
+pub const DEFAULT_SOCKET_PATH: &str = if cfg!(target_os = "macos") {
+    "/var/run/ztun/control.sock"
+} else {
+    "/run/ztun/control.sock"
+};
+
 /// Re-exported so users of the protocol name one plist crate.
 pub use plist;

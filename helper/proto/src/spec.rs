@@ -255,16 +255,22 @@ impl TunnelSpec {
         if !self.full && !self.exclude.is_empty() {
             return Err(f.invalid(
                 "exclude",
-                "exclusions apply only in full-tunnel mode (full = 1)",
+                "exclusions apply only in full-tunnel mode (full = 1, ztunctl up --full)",
             ));
         }
         if !self.full && self.routes.is_empty() {
             return Err(f.invalid(
                 "routes",
-                "give at least one route, or full = 1 for all traffic",
+                "give at least one route, or full = 1 (ztunctl up --full) for all traffic",
             ));
         }
         Ok(())
+    }
+
+    /// Checks a spec built in code (the CLI's flags) by the same rules the
+    /// helper applies on receipt; errors name `tunnel.<field>`.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        Self::decode(&self.to_value(), "tunnel").map(drop)
     }
 
     pub(crate) fn decode(value: &Value, path: &str) -> Result<Self, DecodeError> {

@@ -1,0 +1,172 @@
+//! The command line: what each command and flag means, as `--help` teaches it.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ztun_proto::{EchoPolicy, TunnelName, Upstream, DEFAULT_MTU, DEFAULT_SOCKET_PATH};
+
+/// Control the ztun helper: bring tunnels up and down, steer routes into
+/// them, and see what flows through them.
+///
+/// Reading status is open to every local user; changing tunnels or routes
+/// needs root or membership of the helper's admin group.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ztunctl",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// The helper's control socket.
+    #[arg(long, global = true, env = "ZTUN_SOCKET", default_value = DEFAULT_SOCKET_PATH, value_name = "PATH")]
+    pub socket: PathBuf,
+
+    /// Seconds to wait for the helper's reply.
+    #[arg(long, global = true, default_value = "30", value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Print the request as the XML plist the helper would receive (the same
+    /// dictionary a menu-bar app sends over XPC) instead of sending it.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring a tunnel up and route destinations into it.
+    ///
+    /// Target-only (the default): only the --route destinations go through the
+    /// tunnel. Full tunnel (--full): everything does, except --exclude and the
+    /// upstream server.
+    #[command(after_help = "Examples:\n  \
+        ztunctl up --route 203.0.113.0/24\n  \
+        ztunctl up --name work --route 198.51.100.0/24 --upstream socks5://192.0.2.10:1080\n  \
+        ztunctl up --full --exclude 192.0.2.0/24 --upstream socks5://user:pass@192.0.2.10:1080")]
+    Up(UpArgs),
+    /// Take a tunnel down, removing every route it installed.
+    Down(DownArgs),
+    /// Show tunnels, their routes and counters.
+    Status(StatusArgs),
+    /// Add, remove or list a running tunnel's routes.
+    #[command(subcommand)]
+    Route(RouteCommand),
+    /// Show the versions of ztunctl, the helper and their protocol.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Name of the tunnel (letters, digits, '-', '_').
+    #[arg(long, default_value = "default", value_parser = parse_from_str::<TunnelName>)]
+    pub name: TunnelName,
+
+    /// The tunnel interface's IPv4 address with prefix.
+    #[arg(long, default_value = "198.18.0.1/32", value_name = "CIDR", value_parser = ztun_proto::parse_address_v4)]
+    pub address: Ipv4Net,
+
+    /// The point-to-point peer address.
+    #[arg(long, default_value = "198.18.0.2", value_name = "IP", value_parser = ztun_proto::parse_peer)]
+    pub peer: Ipv4Addr,
+
+    /// Tunnel MTU. Flows end inside the helper, so a large MTU is free and fast.
+    #[arg(long, default_value_t = DEFAULT_MTU)]
+    pub mtu: u16,
+
+    /// An IPv6 address with prefix for the tunnel; needed for IPv6 routes.
+    #[arg(long, value_name = "CIDR", value_parser = ztun_proto::parse_address_v6)]
+    pub ipv6: Option<Ipv6Net>,
+
+    /// A destination to send through the tunnel (repeatable); a bare address
+    /// means a single host.
+    #[arg(long = "route", value_name = "CIDR", value_parser = ztun_proto::parse_route)]
+    pub routes: Vec<IpNet>,
+
+    /// Send all traffic through the tunnel (0.0.0.0/1 and 128.0.0.0/1, and
+    /// the IPv6 halves with --ipv6).
+    #[arg(long)]
+    pub full: bool,
+
+    /// With --full: a destination kept outside the tunnel (repeatable).
+    #[arg(long = "exclude", value_name = "CIDR", value_parser = ztun_proto::parse_route)]
+    pub exclude: Vec<IpNet>,
+
+    /// Where flows go: direct, or socks5://[user:pass@]host:port.
+    #[arg(long, default_value = "direct", value_name = "URL", value_parser = parse_from_str::<Upstream>)]
+    pub upstream: Upstream,
+
+    /// ICMP echo (ping): forward a real echo and report the true round trip,
+    /// reply at once from the helper, or drop.
+    #[arg(long, default_value = "forward", value_name = "POLICY", value_parser = parse_from_str::<EchoPolicy>)]
+    pub icmp: EchoPolicy,
+
+    /// Do not bring this tunnel back after the helper restarts.
+    #[arg(long)]
+    pub transient: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct DownArgs {
+    /// The tunnel to take down.
+    #[arg(value_parser = parse_from_str::<TunnelName>)]
+    pub name: Option<TunnelName>,
+
+    /// Take every tunnel down.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show only this tunnel.
+    #[arg(value_parser = parse_from_str::<TunnelName>)]
+    pub name: Option<TunnelName>,
+
+    /// Print the helper's reply as JSON (stable keys: docs/protocol.md).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Keep running and print each event (state, route, error) as it happens.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCommand {
+    /// Steer more destinations into a running tunnel.
+    Add(RouteArgs),
+    /// Stop steering destinations into a tunnel.
+    Remove(RouteArgs),
+    /// List a tunnel's installed routes and the interface each resolves to.
+    List {
+        #[arg(value_parser = parse_from_str::<TunnelName>)]
+        name: TunnelName,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    #[arg(value_parser = parse_from_str::<TunnelName>)]
+    pub name: TunnelName,
+
+    #[arg(required = true, value_name = "CIDR", value_parser = ztun_proto::parse_route)]
+    pub routes: Vec<IpNet>,
+}
+
+fn parse_from_str<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
+    s.parse()
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!("\"{s}\" is not a number of seconds from 1 to 3600")),
+    }
+}

@@ -1,0 +1,219 @@
+//! ztunctl as a library: the command line, the transport to the helper, and
+//! how replies are shown. `main.rs` only parses arguments and maps the
+//! outcome to an exit code.
+//!
+//! Exit codes: 0 ok, 1 the helper refused or failed, 2 usage, 3 the helper
+//! could not be reached.
+
+mod cli;
+mod render;
+mod transport;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use ztun_proto::plist::Value;
+use ztun_proto::{
+    DecodeError, DownTarget, ErrorReply, Event, Reply, Request, Response, TunnelSpec,
+};
+
+pub use cli::{Cli, Command, DownArgs, RouteArgs, RouteCommand, StatusArgs, UpArgs};
+pub use transport::Connection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Bad flags that clap cannot see (they depend on each other).
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach the ztun helper at {path}: {source}; start it (systemctl start ztun-helper) or pass --socket")]
+    Unreachable { path: PathBuf, source: io::Error },
+    #[error("lost the connection to the helper at {path}: {source}")]
+    Lost { path: PathBuf, source: io::Error },
+    #[error("the helper at {} did not answer within {}s; check `journalctl -u ztun-helper`", path.display(), after.as_secs())]
+    Timeout { path: PathBuf, after: Duration },
+    #[error("{} ({})", .0.message, .0.code)]
+    Helper(ErrorReply),
+    #[error(
+        "the helper sent a reply this ztunctl does not understand: {0}; are both the same version?"
+    )]
+    Protocol(String),
+    #[error("cannot write output: {0}")]
+    Output(#[from] io::Error),
+}
+
+impl ClientError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Helper(_) | ClientError::Protocol(_) | ClientError::Output(_) => 1,
+            ClientError::Usage(_) => 2,
+            ClientError::Unreachable { .. }
+            | ClientError::Lost { .. }
+            | ClientError::Timeout { .. } => 3,
+        }
+    }
+}
+
+/// Runs one command, writing what it shows to `out`.
+pub fn run(cli: &Cli, out: &mut impl Write) -> Result<(), ClientError> {
+    let request = request_for(&cli.command)?;
+    if cli.dry_run {
+        request
+            .to_value()
+            .to_writer_xml(&mut *out)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if let Command::Version = cli.command {
+        writeln!(out, "ztunctl {}", env!("CARGO_PKG_VERSION"))?;
+    }
+    let mut conn = Connection::connect(&cli.socket, cli.timeout)?;
+    let reply = exchange(&mut conn, &request)?;
+    show(cli, &reply, out)?;
+    if let Command::Status(StatusArgs {
+        watch: true, json, ..
+    }) = cli.command
+    {
+        loop {
+            let value = conn.receive(true)?;
+            let event = Event::from_value(&value)?;
+            if json {
+                writeln!(out, "{}", json_line(&value)?)?;
+            } else {
+                writeln!(out, "{}", render::event(&event, SystemTime::now()))?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// The request a command sends; flag combinations are checked here by the
+/// same rules the helper applies, so mistakes are usage errors (exit 2).
+pub fn request_for(command: &Command) -> Result<Request, ClientError> {
+    Ok(match command {
+        Command::Up(a) => {
+            let spec = TunnelSpec {
+                name: a.name.clone(),
+                address: a.address,
+                peer: a.peer,
+                mtu: a.mtu,
+                ipv6: a.ipv6,
+                routes: a.routes.clone(),
+                full: a.full,
+                exclude: a.exclude.clone(),
+                upstream: a.upstream.clone(),
+                icmp: a.icmp,
+                transient: a.transient,
+            };
+            spec.validate()
+                .map_err(|e| ClientError::Usage(flag_error(&e)))?;
+            Request::Up(spec)
+        }
+        Command::Down(DownArgs { all: true, .. }) => Request::Down(DownTarget::All),
+        Command::Down(DownArgs { name: Some(n), .. }) => Request::Down(DownTarget::Name(n.clone())),
+        Command::Down(DownArgs {
+            name: None,
+            all: false,
+        }) => return Err(ClientError::Usage("give a tunnel name or --all".into())),
+        Command::Status(a) if a.watch => Request::Watch(a.name.clone()),
+        Command::Status(a) => Request::Status(a.name.clone()),
+        Command::Route(RouteCommand::Add(a)) => Request::RouteAdd {
+            name: a.name.clone(),
+            routes: a.routes.clone(),
+        },
+        Command::Route(RouteCommand::Remove(a)) => Request::RouteRemove {
+            name: a.name.clone(),
+            routes: a.routes.clone(),
+        },
+        Command::Route(RouteCommand::List { name }) => Request::Status(Some(name.clone())),
+        Command::Version => Request::Version,
+    })
+}
+
+/// Rewrites a spec error (`tunnel.routes[1]: …`) in terms of the flag the
+/// user typed (`--route: …`).
+fn flag_error(e: &DecodeError) -> String {
+    let key = e.key();
+    let field = key.trim_start_matches("tunnel.");
+    let field = field.split('[').next().unwrap_or(field);
+    let flag = match field {
+        "routes" => "route",
+        other => other,
+    };
+    let reason = e.to_string();
+    let reason = reason
+        .strip_prefix(&format!("{key}: "))
+        .unwrap_or(&reason)
+        .to_owned();
+    format!("--{}: {reason}", flag.replace('_', "-"))
+}
+
+/// A reply that does not decode is the helper's fault, not the user's.
+impl From<DecodeError> for ClientError {
+    fn from(e: DecodeError) -> Self {
+        ClientError::Protocol(e.to_string())
+    }
+}
+
+fn exchange(conn: &mut Connection, request: &Request) -> Result<(Value, Reply), ClientError> {
+    conn.send(&request.to_value())?;
+    let value = conn.receive(false)?;
+    match Response::from_value(request.op(), &value)? {
+        Response::Ok(reply) => Ok((value, reply)),
+        Response::Err(e) => Err(ClientError::Helper(e)),
+    }
+}
+
+fn json_line(value: &Value) -> Result<String, ClientError> {
+    serde_json::to_string(value).map_err(|e| ClientError::Output(io::Error::other(e)))
+}
+
+fn show(
+    cli: &Cli,
+    (value, reply): &(Value, Reply),
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let now = SystemTime::now();
+    let json = matches!(cli.command, Command::Status(StatusArgs { json: true, .. }));
+    if json {
+        if let Command::Status(StatusArgs { watch: false, .. }) = cli.command {
+            let pretty = serde_json::to_string_pretty(value)
+                .map_err(|e| ClientError::Output(io::Error::other(e)))?;
+            writeln!(out, "{pretty}")?;
+        }
+        return Ok(());
+    }
+    match (&cli.command, reply) {
+        (Command::Version, Reply::Version { version, protocol }) => {
+            writeln!(out, "ztun-helper {version} (protocol {protocol})")?;
+        }
+        (Command::Route(RouteCommand::List { name }), Reply::Tunnels(ts)) => {
+            for t in ts.iter().filter(|t| &t.spec.name == name) {
+                for r in &t.routes {
+                    writeln!(out, "{}", render::route(r))?;
+                }
+            }
+        }
+        (Command::Status(StatusArgs { watch: true, .. }), Reply::Done) => {
+            writeln!(out, "watching for events; Ctrl-C to stop")?;
+        }
+        (_, Reply::Tunnels(ts)) if ts.is_empty() => writeln!(out, "no tunnels are up")?,
+        (_, Reply::Tunnels(ts)) => {
+            let blocks: Vec<String> = ts.iter().map(|t| render::tunnel(t, now)).collect();
+            write!(out, "{}", blocks.join("\n"))?;
+        }
+        (_, Reply::Tunnel(t)) => write!(out, "{}", render::tunnel(t, now))?,
+        (Command::Down(DownArgs { all: true, .. }), Reply::Done) => {
+            writeln!(out, "all tunnels are down")?;
+        }
+        (Command::Down(DownArgs { name: Some(n), .. }), Reply::Done) => {
+            writeln!(out, "{n} is down")?;
+        }
+        (_, other) => {
+            return Err(ClientError::Protocol(format!("unexpected reply {other:?}")));
+        }
+    }
+    Ok(())
+}

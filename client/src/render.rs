@@ -1,0 +1,160 @@
+//! Human output: what a person reads in a terminal. Machine output is
+//! `--json`, which prints the protocol's own dictionaries.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ztun_proto::{Event, InstalledRoute, RouteChange, TunnelStatus};
+
+/// One tunnel as a block of aligned lines.
+pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
+    let s = &t.spec;
+    let mut out = String::new();
+    let mode = if s.full { "full tunnel" } else { "target-only" };
+    let _ = writeln!(
+        out,
+        "{}  {}  {}  {} --> {}  mtu {}  {mode}",
+        s.name, t.state, t.interface, s.address, s.peer, s.mtu
+    );
+    if let Some(v6) = s.ipv6 {
+        let _ = writeln!(out, "  ipv6      {v6}");
+    }
+    let _ = writeln!(out, "  since     {}", since(t.since, now));
+    let _ = writeln!(out, "  upstream  {}    icmp {}", s.upstream, s.icmp);
+    if t.routes.is_empty() {
+        let _ = writeln!(out, "  routes    (none installed)");
+    }
+    for (i, r) in t.routes.iter().enumerate() {
+        let label = if i == 0 { "routes" } else { "" };
+        let _ = writeln!(out, "  {label:<8}  {}", route(r));
+    }
+    if !s.exclude.is_empty() {
+        let list: Vec<String> = s.exclude.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "  exclude   {}", list.join(", "));
+    }
+    let c = &t.counters;
+    let _ = writeln!(
+        out,
+        "  traffic   in {} pkts / {}   out {} pkts / {}",
+        c.packets_in,
+        bytes(c.bytes_in),
+        c.packets_out,
+        bytes(c.bytes_out)
+    );
+    let _ = writeln!(
+        out,
+        "  flows     {} open, {} total",
+        c.flows_open, c.flows_total
+    );
+    if !c.drops.is_empty() {
+        let list: Vec<String> = c
+            .drops
+            .iter()
+            .map(|(why, n)| format!("{why} {n}"))
+            .collect();
+        let _ = writeln!(out, "  drops     {}", list.join(", "));
+    }
+    out
+}
+
+/// `203.0.113.0/24 -> utun4` or `192.0.2.0/24 -> en0 via 198.51.100.1`.
+pub(crate) fn route(r: &InstalledRoute) -> String {
+    match r.gateway {
+        Some(gw) => format!("{} -> {} via {gw}", r.route, r.interface),
+        None => format!("{} -> {}", r.route, r.interface),
+    }
+}
+
+/// One line per watch event, stamped with the local clock in UTC.
+pub(crate) fn event(e: &Event, now: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(now);
+    let what = match e {
+        Event::Tunnel(t) => format!("{} is {} on {}", t.spec.name, t.state, t.interface),
+        Event::Down { name } => format!("{name} is down"),
+        Event::Route {
+            name,
+            change: RouteChange::Added,
+            route: r,
+        } => {
+            format!("{name} route added: {}", route(r))
+        }
+        Event::Route {
+            name,
+            change: RouteChange::Removed,
+            route: r,
+        } => {
+            format!("{name} route removed: {}", route(r))
+        }
+        Event::Error {
+            name: Some(name),
+            message,
+        } => format!("{name} error: {message}"),
+        Event::Error {
+            name: None,
+            message,
+        } => format!("error: {message}"),
+    };
+    format!("{stamp}  {what}")
+}
+
+fn since(unix: i64, now: SystemTime) -> String {
+    let Ok(secs) = u64::try_from(unix) else {
+        return "unknown".to_owned();
+    };
+    let at = UNIX_EPOCH + Duration::from_secs(secs);
+    let up = now.duration_since(at).unwrap_or_default();
+    let up = humantime::format_duration(Duration::from_secs(up.as_secs()));
+    format!("{} ({up} ago)", humantime::format_rfc3339_seconds(at))
+}
+
+/// Decimal units, as network tools count bytes.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut unit = 0;
+    // Display only: the precision lost above 2^52 bytes cannot show in one decimal.
+    #[allow(clippy::cast_precision_loss)]
+    let mut v = n as f64;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_use_decimal_units_with_one_decimal() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(181_000), "181.0 kB");
+        assert_eq!(bytes(1_572_864), "1.6 MB");
+        assert_eq!(bytes(u64::MAX), "18446744.1 TB");
+    }
+
+    #[test]
+    fn exclusion_route_shows_its_gateway() {
+        let r = InstalledRoute {
+            route: "192.0.2.0/24".parse().unwrap(),
+            interface: "en0".into(),
+            gateway: Some("198.51.100.1".parse().unwrap()),
+        };
+        assert_eq!(route(&r), "192.0.2.0/24 -> en0 via 198.51.100.1");
+    }
+
+    #[test]
+    fn since_shows_the_start_and_the_age() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_003_723);
+        assert_eq!(
+            since(1_795_000_000, now),
+            "2026-11-18T11:06:40Z (1h 2m 3s ago)"
+        );
+        assert_eq!(since(-5, now), "unknown");
+    }
+}
