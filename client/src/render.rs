@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ztun_proto::{Event, InstalledRoute, RouteChange, TunnelStatus};
+use ztun_proto::{DecodeError, Event, InstalledRoute, RouteChange, TunnelStatus};
 
 /// One tunnel as a block of aligned lines.
 pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
@@ -65,34 +65,36 @@ pub(crate) fn route(r: &InstalledRoute) -> String {
     }
 }
 
-/// One line per watch event, stamped with the local clock in UTC.
-pub(crate) fn event(e: &Event, now: SystemTime) -> String {
+/// One line per watch event, stamped with the local clock in UTC. An event
+/// that does not decode (a kind from a newer helper) gets a line saying so.
+pub(crate) fn event(e: &Result<Event, DecodeError>, now: SystemTime) -> String {
     let stamp = humantime::format_rfc3339_seconds(now);
     let what = match e {
-        Event::Tunnel(t) => format!("{} is {} on {}", t.spec.name, t.state, t.interface),
-        Event::Down { name } => format!("{name} is down"),
-        Event::Route {
+        Err(why) => format!("(skipped an event this ztunctl cannot show: {why})"),
+        Ok(Event::Tunnel(t)) => format!("{} is {} on {}", t.spec.name, t.state, t.interface),
+        Ok(Event::Down { name }) => format!("{name} is down"),
+        Ok(Event::Route {
             name,
             change: RouteChange::Added,
             route: r,
-        } => {
+        }) => {
             format!("{name} route added: {}", route(r))
         }
-        Event::Route {
+        Ok(Event::Route {
             name,
             change: RouteChange::Removed,
             route: r,
-        } => {
+        }) => {
             format!("{name} route removed: {}", route(r))
         }
-        Event::Error {
+        Ok(Event::Error {
             name: Some(name),
             message,
-        } => format!("{name} error: {message}"),
-        Event::Error {
+        }) => format!("{name} error: {message}"),
+        Ok(Event::Error {
             name: None,
             message,
-        } => format!("error: {message}"),
+        }) => format!("error: {message}"),
     };
     format!("{stamp}  {what}")
 }

@@ -275,6 +275,13 @@ fn garbage_reply_is_a_protocol_error() {
     assert!(err.to_string().contains("not a binary plist"), "{err}");
 }
 
+/// An event kind a newer helper might send.
+fn future_event() -> Value {
+    let mut d = ztun_proto::plist::Dictionary::new();
+    d.insert("event".into(), Value::String("sleep".into()));
+    Value::Dictionary(d)
+}
+
 #[test]
 fn watch_prints_one_line_per_event_until_the_helper_closes() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,6 +290,7 @@ fn watch_prints_one_line_per_event_until_the_helper_closes() {
         framed(&fixture("reply-done")),
         framed(&fixture("event-route")),
         framed(&fixture("event-error")),
+        framed(&future_event()),
         framed(&fixture("event-down")),
     ];
     let helper = fake_helper(&sock, replies, Duration::ZERO);
@@ -304,6 +312,7 @@ fn watch_prints_one_line_per_event_until_the_helper_closes() {
         [
             "all route added: 192.0.2.0/24 -> en0 via 198.51.100.1",
             "work error: route 203.0.113.0/24 now resolves to en0, not utun4; re-installed",
+            "(skipped an event this ztunctl cannot show: event: unknown event kind \"sleep\")",
             "work is down",
         ]
     );

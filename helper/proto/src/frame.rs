@@ -7,12 +7,25 @@
 
 use std::io::Cursor;
 
+use plist::stream::{BinaryReader, Event};
 use plist::Value;
 
 /// Largest frame body accepted or sent.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 /// Bytes of length prefix.
 pub const HEADER_LEN: usize = 4;
+/// Deepest nesting a message may have. The deepest real message, a status
+/// reply (reply → tunnels → status → counters → drops), has five levels.
+pub const MAX_DEPTH: usize = 16;
+/// Most values (each string, number, array or dictionary is one) a message
+/// may expand to. A binary plist may reference one object many times, so a
+/// frame of a few hundred bytes can describe 2^64 values: without this bound
+/// any local user could exhaust the root helper's memory.
+pub const MAX_VALUES: usize = 1 << 16;
+/// Most string and data bytes a message may expand to, for the same reason.
+pub const MAX_EXPANDED_BYTES: usize = 4 * MAX_FRAME_LEN;
+// The refusal messages in `decode_body` spell these numbers out.
+const _: () = assert!(MAX_DEPTH == 16 && MAX_VALUES == 65_536 && MAX_EXPANDED_BYTES == 4 << 20);
 /// Every binary plist starts with this magic (CFBinaryPList.c).
 const BPLIST_MAGIC: &[u8; 8] = b"bplist00";
 
@@ -24,6 +37,8 @@ pub enum FrameError {
     Empty,
     #[error("frame body is not a binary plist")]
     NotBinaryPlist,
+    #[error("frame body is too complex: {0}")]
+    TooComplex(&'static str),
     #[error("frame body is a malformed plist: {0}")]
     Plist(#[from] plist::Error),
 }
@@ -41,12 +56,48 @@ pub fn body_len(header: [u8; HEADER_LEN]) -> Result<usize, FrameError> {
     }
 }
 
-/// Parses a frame body (the bytes after the header).
+/// Parses a frame body (the bytes after the header), refusing a message that
+/// nests deeper than [`MAX_DEPTH`] or expands past [`MAX_VALUES`] values or
+/// [`MAX_EXPANDED_BYTES`] bytes. The bounds are enforced on the event stream,
+/// before any tree exists, so a hostile frame costs at most the bounds.
 pub fn decode_body(body: &[u8]) -> Result<Value, FrameError> {
     if !body.starts_with(BPLIST_MAGIC) {
         return Err(FrameError::NotBinaryPlist);
     }
-    Ok(Value::from_reader(Cursor::new(body))?)
+    let (mut depth, mut values, mut bytes) = (0_usize, 0_usize, 0_usize);
+    let mut refused = None;
+    let events = BinaryReader::new(Cursor::new(body)).map_while(|event| {
+        if let Ok(e) = &event {
+            match e {
+                Event::StartArray(_) | Event::StartDictionary(_) => depth += 1,
+                Event::EndCollection => depth = depth.saturating_sub(1),
+                Event::String(s) => bytes += s.len(),
+                Event::Data(d) => bytes += d.len(),
+                _ => {}
+            }
+            if !matches!(e, Event::EndCollection) {
+                values += 1;
+            }
+            refused = if depth > MAX_DEPTH {
+                Some("nested deeper than 16 levels")
+            } else if values > MAX_VALUES {
+                Some("more than 65536 values")
+            } else if bytes > MAX_EXPANDED_BYTES {
+                Some("more than 4 MiB of strings and data")
+            } else {
+                None
+            };
+            if refused.is_some() {
+                return None;
+            }
+        }
+        Some(event)
+    });
+    let parsed = Value::from_events(events);
+    match refused {
+        Some(why) => Err(FrameError::TooComplex(why)),
+        None => Ok(parsed?),
+    }
 }
 
 /// Decodes one frame from the front of `buf`. Returns the message and the
@@ -184,5 +235,127 @@ mod tests {
             Err(FrameError::TooLarge { .. })
         ));
         assert_eq!(out, [7]);
+    }
+
+    /// A binary plist written by hand: `objects` are encoded objects, object
+    /// 0 is the root, references and offsets are 4 bytes wide.
+    fn bplist(objects: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = BPLIST_MAGIC.to_vec();
+        let mut offsets = Vec::new();
+        for o in objects {
+            offsets.push(u32::try_from(out.len()).unwrap());
+            out.extend_from_slice(o);
+        }
+        let table = out.len() as u64;
+        for o in offsets {
+            out.extend_from_slice(&o.to_be_bytes());
+        }
+        out.extend_from_slice(&[0; 6]); // trailer: unused
+        out.extend_from_slice(&[4, 4]); // offset size, ref size
+        out.extend_from_slice(&(objects.len() as u64).to_be_bytes());
+        out.extend_from_slice(&0_u64.to_be_bytes()); // root object
+        out.extend_from_slice(&table.to_be_bytes());
+        out
+    }
+
+    /// Marker nibble + count: inline below 15, else 0xF and a 4-byte int.
+    fn marker(kind: u8, n: usize) -> Vec<u8> {
+        if n < 15 {
+            vec![kind | u8::try_from(n).unwrap()]
+        } else {
+            let mut m = vec![kind | 0x0F, 0x12];
+            m.extend_from_slice(&u32::try_from(n).unwrap().to_be_bytes());
+            m
+        }
+    }
+
+    /// An array of `n` references, all to object `to`.
+    fn array_of_refs(n: usize, to: u32) -> Vec<u8> {
+        let mut a = marker(0xA0, n);
+        for _ in 0..n {
+            a.extend_from_slice(&to.to_be_bytes());
+        }
+        a
+    }
+
+    fn ascii(s: &str) -> Vec<u8> {
+        let mut o = marker(0x50, s.len());
+        o.extend_from_slice(s.as_bytes());
+        o
+    }
+
+    #[test]
+    fn hand_written_bplist_decodes_like_plists_own() {
+        let body = bplist(&[array_of_refs(3, 1), ascii("203.0.113.0/24")]);
+        let expected = Value::Array(vec![Value::String("203.0.113.0/24".into()); 3]);
+        assert_eq!(decode_body(&body).unwrap(), expected);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        // 100,000 arrays, each holding the next: 900 KB, under the frame cap.
+        // Unbounded, the tree parses and then overflows the stack when dropped.
+        let depth = 100_000_u32;
+        let objects: Vec<Vec<u8>> = (0..depth)
+            .map(|i| {
+                if i + 1 == depth {
+                    vec![0xA0]
+                } else {
+                    array_of_refs(1, i + 1)
+                }
+            })
+            .collect();
+        let body = bplist(&objects);
+        assert!(body.len() <= MAX_FRAME_LEN);
+        let err = decode_body(&body).unwrap_err();
+        assert!(
+            matches!(err, FrameError::TooComplex("nested deeper than 16 levels")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nesting_at_the_limit_is_accepted() {
+        let depth = u32::try_from(MAX_DEPTH).unwrap();
+        let objects: Vec<Vec<u8>> = (0..depth)
+            .map(|i| {
+                if i + 1 == depth {
+                    vec![0xA0]
+                } else {
+                    array_of_refs(1, i + 1)
+                }
+            })
+            .collect();
+        assert!(decode_body(&bplist(&objects)).is_ok());
+    }
+
+    #[test]
+    fn shared_references_cannot_multiply_values() {
+        // 30,000 references to an array of 30,000 references to one integer:
+        // 240 KB on the wire, 900 million values if expanded.
+        let body = bplist(&[
+            array_of_refs(30_000, 1),
+            array_of_refs(30_000, 2),
+            vec![0x10, 7],
+        ]);
+        let err = decode_body(&body).unwrap_err();
+        assert!(
+            matches!(err, FrameError::TooComplex("more than 65536 values")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shared_references_cannot_multiply_bytes() {
+        // 1,000 references to one 64 KiB string: 68 KB on the wire, 64 MiB expanded.
+        let body = bplist(&[array_of_refs(1_000, 1), ascii(&"x".repeat(65_536))]);
+        let err = decode_body(&body).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FrameError::TooComplex("more than 4 MiB of strings and data")
+            ),
+            "{err}"
+        );
     }
 }

@@ -43,7 +43,8 @@ pub struct Socks5Upstream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
     Ip(IpAddr),
-    /// A domain name, resolved by the helper (RFC 1928 allows at most 255 bytes).
+    /// A domain name, resolved by the SOCKS server. RFC 1928 carries up to 255
+    /// bytes; a DNS name is at most 253 (RFC 1035), which is what is accepted.
     Domain(String),
 }
 
