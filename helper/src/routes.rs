@@ -1,0 +1,551 @@
+//! Which routes a tunnel needs (the plan, pure) and which routes the helper
+//! has installed (the ledger, persisted).
+//!
+//! S7: every route is written to the ledger *before* it is installed and
+//! removed from it only *after* it is gone, so after a crash the next start
+//! knows exactly what to sweep, and never touches a route that is not ours.
+//! This module decides and remembers; it never talks to the kernel.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use plist::{Dictionary, Value};
+use ztun_proto::{TunnelName, TunnelSpec};
+
+/// Where a route sends traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RouteTarget {
+    /// Into the tunnel, `-iface` style: the interface itself is the next hop
+    /// (S3: no gateway, so the kernel can never bind it to another interface).
+    Tunnel { interface: String },
+    /// Around the tunnel through the physical network's gateway (full-mode
+    /// exclusions and the upstream server, S6).
+    Gateway { via: IpAddr, interface: String },
+}
+
+impl RouteTarget {
+    pub fn interface(&self) -> &str {
+        match self {
+            RouteTarget::Tunnel { interface } | RouteTarget::Gateway { interface, .. } => interface,
+        }
+    }
+}
+
+/// One route the helper owns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteEntry {
+    pub tunnel: TunnelName,
+    pub dst: IpNet,
+    pub target: RouteTarget,
+}
+
+/// The physical network as it was before `up`: where exclusions leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhysicalGateway {
+    pub interface: String,
+    pub v4: Option<IpAddr>,
+    pub v6: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("full-tunnel mode needs the physical network's {family} gateway to keep {dst} outside the tunnel, and there is none; connect to a network first")]
+    NoGateway { family: &'static str, dst: IpNet },
+}
+
+/// The two halves of each address family: more specific than any default
+/// route, so the system default is never replaced (S6, DESIGN.md §5).
+fn full_tunnel_halves(ipv6: bool) -> Vec<IpNet> {
+    let mut halves = vec![
+        IpNet::V4(Ipv4Net::new_assert([0, 0, 0, 0].into(), 1)),
+        IpNet::V4(Ipv4Net::new_assert([128, 0, 0, 0].into(), 1)),
+    ];
+    if ipv6 {
+        halves.push(IpNet::V6(Ipv6Net::new_assert(0.into(), 1)));
+        halves.push(IpNet::V6(Ipv6Net::new_assert((1_u128 << 127).into(), 1)));
+    }
+    halves
+}
+
+/// The routes `spec` needs, in install order: exclusions first, so that in
+/// full mode the upstream server is pinned to the physical network before
+/// the tunnel routes could capture the helper's own connection to it.
+///
+/// `upstream` holds the upstream server's addresses (already resolved);
+/// each gets a host route around the tunnel in full mode.
+pub fn plan(
+    spec: &TunnelSpec,
+    tunnel_interface: &str,
+    physical: Option<&PhysicalGateway>,
+    upstream: &[IpAddr],
+) -> Result<Vec<RouteEntry>, PlanError> {
+    let entry = |dst, target| RouteEntry {
+        tunnel: spec.name.clone(),
+        dst,
+        target,
+    };
+    let mut routes = Vec::new();
+    if spec.full {
+        let exclusions = spec
+            .exclude
+            .iter()
+            .copied()
+            .chain(upstream.iter().map(|ip| IpNet::from(*ip)));
+        for dst in exclusions {
+            let (family, via) = match dst {
+                IpNet::V4(_) => ("IPv4", physical.and_then(|p| p.v4)),
+                IpNet::V6(_) => ("IPv6", physical.and_then(|p| p.v6)),
+            };
+            // An IPv6 exclusion in an IPv4-only tunnel needs no route: IPv6
+            // does not enter the tunnel in the first place.
+            if dst.addr().is_ipv6() && spec.ipv6.is_none() {
+                continue;
+            }
+            let (Some(via), Some(p)) = (via, physical) else {
+                return Err(PlanError::NoGateway { family, dst });
+            };
+            let target = RouteTarget::Gateway {
+                via,
+                interface: p.interface.clone(),
+            };
+            let e = entry(dst, target);
+            if !routes.contains(&e) {
+                routes.push(e);
+            }
+        }
+    }
+    let tunnel = RouteTarget::Tunnel {
+        interface: tunnel_interface.to_owned(),
+    };
+    let wanted = spec
+        .full
+        .then(|| full_tunnel_halves(spec.ipv6.is_some()))
+        .into_iter()
+        .flatten();
+    for dst in wanted.chain(spec.routes.iter().copied()) {
+        let e = entry(dst, tunnel.clone());
+        if !routes.contains(&e) {
+            routes.push(e);
+        }
+    }
+    Ok(routes)
+}
+
+/// What happened when the ledger was opened, for the caller to log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LedgerOpened {
+    Fresh,
+    Loaded {
+        routes: usize,
+    },
+    /// The file did not parse; it was moved aside to `moved_to` and the
+    /// ledger starts empty (never fatal: DESIGN.md §3, State).
+    Corrupt {
+        moved_to: PathBuf,
+        reason: String,
+    },
+}
+
+/// The routes the helper has installed (or is about to), persisted as an XML
+/// plist so an operator can read it: `<state dir>/routes.plist`.
+#[derive(Debug)]
+pub struct RouteLedger {
+    path: PathBuf,
+    entries: Vec<RouteEntry>,
+}
+
+const LEDGER_FILE: &str = "routes.plist";
+const LEDGER_VERSION: i64 = 1;
+
+impl RouteLedger {
+    /// Opens (or creates) the ledger in `state_dir`.
+    pub fn open(state_dir: &Path) -> io::Result<(Self, LedgerOpened)> {
+        fs::create_dir_all(state_dir)?;
+        let path = state_dir.join(LEDGER_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok((
+                    Self {
+                        path,
+                        entries: Vec::new(),
+                    },
+                    LedgerOpened::Fresh,
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        match decode(&bytes) {
+            Ok(entries) => {
+                let routes = entries.len();
+                Ok((Self { path, entries }, LedgerOpened::Loaded { routes }))
+            }
+            Err(reason) => {
+                let stamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let moved_to = state_dir.join(format!("{LEDGER_FILE}.corrupt-{stamp}"));
+                fs::rename(&path, &moved_to)?;
+                Ok((
+                    Self {
+                        path,
+                        entries: Vec::new(),
+                    },
+                    LedgerOpened::Corrupt { moved_to, reason },
+                ))
+            }
+        }
+    }
+
+    pub fn entries(&self) -> &[RouteEntry] {
+        &self.entries
+    }
+
+    pub fn for_tunnel<'a>(
+        &'a self,
+        tunnel: &'a TunnelName,
+    ) -> impl Iterator<Item = &'a RouteEntry> {
+        self.entries.iter().filter(move |e| &e.tunnel == tunnel)
+    }
+
+    /// Remembers `entry` on disk; call *before* installing it.
+    pub fn record(&mut self, entry: &RouteEntry) -> io::Result<()> {
+        if self.entries.contains(entry) {
+            return Ok(());
+        }
+        self.entries.push(entry.clone());
+        self.save().inspect_err(|_| {
+            self.entries.pop();
+        })
+    }
+
+    /// Forgets `entry` on disk; call *after* it is removed from the kernel.
+    pub fn forget(&mut self, entry: &RouteEntry) -> io::Result<()> {
+        let Some(i) = self.entries.iter().position(|e| e == entry) else {
+            return Ok(());
+        };
+        let removed = self.entries.remove(i);
+        self.save().inspect_err(|_| self.entries.insert(i, removed))
+    }
+
+    /// Writes the ledger atomically: a reader (or the next start after a
+    /// crash) sees the old file or the new one, never half of either.
+    fn save(&self) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        encode(&self.entries)
+            .to_writer_xml(&mut bytes)
+            .map_err(io::Error::other)?;
+        write_atomically(&self.path, &bytes)
+    }
+}
+
+/// temp file + fsync + rename + fsync of the directory (the rename itself
+/// must reach the disk, or a power cut can bring the old file back).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("plist.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn encode(entries: &[RouteEntry]) -> Value {
+    let routes = entries
+        .iter()
+        .map(|e| {
+            let mut d = Dictionary::new();
+            d.insert("tunnel".into(), e.tunnel.to_string().into());
+            d.insert("route".into(), e.dst.to_string().into());
+            d.insert("interface".into(), e.target.interface().into());
+            if let RouteTarget::Gateway { via, .. } = &e.target {
+                d.insert("gateway".into(), via.to_string().into());
+            }
+            Value::Dictionary(d)
+        })
+        .collect::<Vec<_>>();
+    let mut d = Dictionary::new();
+    d.insert("v".into(), LEDGER_VERSION.into());
+    d.insert("routes".into(), routes.into());
+    Value::Dictionary(d)
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<RouteEntry>, String> {
+    let value = Value::from_reader(io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+    let d = value.as_dictionary().ok_or("not a dictionary")?;
+    match d.get("v").and_then(Value::as_signed_integer) {
+        Some(LEDGER_VERSION) => {}
+        other => return Err(format!("unknown ledger version {other:?}")),
+    }
+    let routes = d
+        .get("routes")
+        .and_then(Value::as_array)
+        .ok_or("no routes array")?;
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let r = r
+                .as_dictionary()
+                .ok_or(format!("routes[{i}] is not a dictionary"))?;
+            let text = |k: &str| {
+                r.get(k)
+                    .and_then(Value::as_string)
+                    .ok_or(format!("routes[{i}].{k} is missing"))
+            };
+            let tunnel = text("tunnel")?
+                .parse()
+                .map_err(|e| format!("routes[{i}].tunnel: {e}"))?;
+            let dst = text("route")?
+                .parse()
+                .map_err(|e| format!("routes[{i}].route: {e}"))?;
+            let interface = text("interface")?.to_owned();
+            let target = match r.get("gateway").and_then(Value::as_string) {
+                Some(g) => RouteTarget::Gateway {
+                    via: g.parse().map_err(|e| format!("routes[{i}].gateway: {e}"))?,
+                    interface,
+                },
+                None => RouteTarget::Tunnel { interface },
+            };
+            Ok(RouteEntry {
+                tunnel,
+                dst,
+                target,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(f: impl FnOnce(&mut TunnelSpec)) -> TunnelSpec {
+        let mut s = TunnelSpec::new("work".parse().unwrap());
+        f(&mut s);
+        s
+    }
+
+    fn wifi() -> PhysicalGateway {
+        PhysicalGateway {
+            interface: "en0".into(),
+            v4: Some("192.0.2.1".parse().unwrap()),
+            v6: Some("2001:db8::1".parse().unwrap()),
+        }
+    }
+
+    fn show(routes: &[RouteEntry]) -> Vec<String> {
+        routes
+            .iter()
+            .map(|r| match &r.target {
+                RouteTarget::Tunnel { interface } => format!("{} -> {interface}", r.dst),
+                RouteTarget::Gateway { via, interface } => {
+                    format!("{} -> {interface} via {via}", r.dst)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn target_only_routes_go_into_the_tunnel_and_nothing_else() {
+        let s = spec(|s| {
+            s.routes = vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "198.51.100.7/32".parse().unwrap(),
+            ];
+        });
+        let routes = plan(&s, "utun4", None, &[]).unwrap();
+        assert_eq!(
+            show(&routes),
+            ["203.0.113.0/24 -> utun4", "198.51.100.7/32 -> utun4"]
+        );
+    }
+
+    #[test]
+    fn full_mode_pins_exclusions_and_upstream_first_then_the_halves() {
+        let s = spec(|s| {
+            s.full = true;
+            s.exclude = vec!["198.51.100.0/24".parse().unwrap()];
+        });
+        let upstream = ["203.0.113.10".parse().unwrap()];
+        let routes = plan(&s, "utun4", Some(&wifi()), &upstream).unwrap();
+        assert_eq!(
+            show(&routes),
+            [
+                "198.51.100.0/24 -> en0 via 192.0.2.1",
+                "203.0.113.10/32 -> en0 via 192.0.2.1",
+                "0.0.0.0/1 -> utun4",
+                "128.0.0.0/1 -> utun4",
+            ]
+        );
+    }
+
+    #[test]
+    fn full_mode_with_ipv6_adds_the_ipv6_halves() {
+        let s = spec(|s| {
+            s.full = true;
+            s.ipv6 = Some("2001:db8:ff::1/64".parse().unwrap());
+            s.exclude = vec!["2001:db8:1::/48".parse().unwrap()];
+        });
+        let routes = plan(&s, "utun4", Some(&wifi()), &[]).unwrap();
+        assert_eq!(
+            show(&routes),
+            [
+                "2001:db8:1::/48 -> en0 via 2001:db8::1",
+                "0.0.0.0/1 -> utun4",
+                "128.0.0.0/1 -> utun4",
+                "::/1 -> utun4",
+                "8000::/1 -> utun4",
+            ]
+        );
+    }
+
+    #[test]
+    fn full_mode_without_a_gateway_refuses_rather_than_looping() {
+        let s = spec(|s| s.full = true);
+        let err = plan(&s, "utun4", None, &["203.0.113.10".parse().unwrap()]).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::NoGateway {
+                family: "IPv4",
+                dst: "203.0.113.10/32".parse().unwrap()
+            }
+        );
+        assert!(err.to_string().contains("connect to a network first"));
+    }
+
+    #[test]
+    fn duplicate_destinations_are_planned_once() {
+        let s = spec(|s| {
+            s.full = true;
+            s.routes = vec!["0.0.0.0/1".parse().unwrap()];
+            s.exclude = vec!["203.0.113.10/32".parse().unwrap()];
+        });
+        let routes = plan(
+            &s,
+            "utun4",
+            Some(&wifi()),
+            &["203.0.113.10".parse().unwrap()],
+        )
+        .unwrap();
+        assert_eq!(
+            show(&routes),
+            [
+                "203.0.113.10/32 -> en0 via 192.0.2.1",
+                "0.0.0.0/1 -> utun4",
+                "128.0.0.0/1 -> utun4"
+            ]
+        );
+    }
+
+    fn entry(dst: &str) -> RouteEntry {
+        RouteEntry {
+            tunnel: "work".parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            target: RouteTarget::Tunnel {
+                interface: "tun0".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn ledger_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, opened) = RouteLedger::open(dir.path()).unwrap();
+        assert_eq!(opened, LedgerOpened::Fresh);
+        let excl = RouteEntry {
+            target: RouteTarget::Gateway {
+                via: "192.0.2.1".parse().unwrap(),
+                interface: "eth0".into(),
+            },
+            ..entry("198.51.100.0/24")
+        };
+        ledger.record(&entry("203.0.113.0/24")).unwrap();
+        ledger.record(&excl).unwrap();
+        ledger.record(&entry("203.0.113.0/24")).unwrap();
+        drop(ledger);
+        let (again, opened) = RouteLedger::open(dir.path()).unwrap();
+        assert_eq!(opened, LedgerOpened::Loaded { routes: 2 });
+        assert_eq!(again.entries(), [entry("203.0.113.0/24"), excl]);
+    }
+
+    #[test]
+    fn forget_removes_only_that_route_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = RouteLedger::open(dir.path()).unwrap();
+        ledger.record(&entry("203.0.113.0/24")).unwrap();
+        ledger.record(&entry("198.51.100.0/24")).unwrap();
+        ledger.forget(&entry("203.0.113.0/24")).unwrap();
+        ledger.forget(&entry("192.0.2.0/24")).unwrap();
+        let (again, _) = RouteLedger::open(dir.path()).unwrap();
+        assert_eq!(again.entries(), [entry("198.51.100.0/24")]);
+    }
+
+    #[test]
+    fn ledger_is_a_readable_plist_without_temp_files_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = RouteLedger::open(dir.path()).unwrap();
+        ledger.record(&entry("203.0.113.0/24")).unwrap();
+        let text = fs::read_to_string(dir.path().join("routes.plist")).unwrap();
+        assert!(text.contains("<string>203.0.113.0/24</string>"), "{text}");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        assert_eq!(names, ["routes.plist"]);
+    }
+
+    #[test]
+    fn corrupt_ledger_is_moved_aside_and_never_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("routes.plist"),
+            b"<plist><dict><key>v</key>",
+        )
+        .unwrap();
+        let (ledger, opened) = RouteLedger::open(dir.path()).unwrap();
+        assert!(ledger.entries().is_empty());
+        let LedgerOpened::Corrupt { moved_to, .. } = opened else {
+            panic!("{opened:?}")
+        };
+        assert_eq!(fs::read(&moved_to).unwrap(), b"<plist><dict><key>v</key>");
+        assert!(!dir.path().join("routes.plist").exists());
+    }
+
+    #[test]
+    fn ledger_entry_with_a_bad_field_counts_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = RouteLedger::open(dir.path()).unwrap();
+        ledger.record(&entry("203.0.113.0/24")).unwrap();
+        let path = dir.path().join("routes.plist");
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("203.0.113.0/24", "203.0.113.0/99");
+        fs::write(&path, text).unwrap();
+        let (_, opened) = RouteLedger::open(dir.path()).unwrap();
+        let LedgerOpened::Corrupt { reason, .. } = opened else {
+            panic!("{opened:?}")
+        };
+        assert!(reason.starts_with("routes[0].route:"), "{reason}");
+    }
+
+    #[test]
+    fn a_leftover_temp_file_from_a_crash_is_ignored_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("routes.plist.tmp"), b"half a file").unwrap();
+        let (mut ledger, opened) = RouteLedger::open(dir.path()).unwrap();
+        assert_eq!(opened, LedgerOpened::Fresh);
+        ledger.record(&entry("203.0.113.0/24")).unwrap();
+        assert!(!dir.path().join("routes.plist.tmp").exists());
+        assert_eq!(RouteLedger::open(dir.path()).unwrap().0.entries().len(), 1);
+    }
+}
