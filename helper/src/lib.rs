@@ -1,7 +1,7 @@
 //! ztun-helper: the root daemon that owns tunnels, routes and the packet
-//! engine (DESIGN.md §2). The daemon arrives with issue 5; what is here is
-//! its pure core, which needs no kernel: the route plan and the route ledger.
-//! The crate also carries the platform dependencies so the macOS cross-check
-//! compiles them for both darwin targets.
+//! engine (DESIGN.md §2). The daemon itself arrives with issue 5; what is
+//! here so far: the route plan and ledger (`routes`) and the operating
+//! system behind one interface (`platform`: Linux, and a recording fake).
 
+pub mod platform;
 pub mod routes;

@@ -14,7 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use plist::{Dictionary, Value};
-use ztun_proto::{TunnelName, TunnelSpec};
+use ztun_proto::{InstalledRoute, TunnelName, TunnelSpec};
+
+use crate::platform::{Platform, PlatformError};
 
 /// Where a route sends traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -242,6 +244,115 @@ impl RouteLedger {
             .map_err(io::Error::other)?;
         write_atomically(&self.path, &bytes)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error("cannot write the route ledger: {0}; check that the state directory is writable")]
+    Ledger(#[source] io::Error),
+    /// S3: the kernel accepted the route but put it somewhere else.
+    #[error("route {dst} was installed, but the kernel resolves it to {found}, not {expected}; removed it again")]
+    Misrouted {
+        dst: IpNet,
+        expected: String,
+        found: String,
+    },
+    #[error("route {dst} was installed, but it is not in the routing table when read back")]
+    Vanished { dst: IpNet },
+}
+
+/// Installs `routes` in order. Each is recorded in the ledger first, added,
+/// then read back and accepted only if the kernel has it on the intended
+/// interface (and gateway). On any failure, everything this call installed
+/// is removed again, newest first, and the first error is returned.
+pub async fn install<P: Platform>(
+    platform: &P,
+    ledger: &mut RouteLedger,
+    routes: &[RouteEntry],
+) -> Result<Vec<InstalledRoute>, RouteError> {
+    let mut installed = Vec::with_capacity(routes.len());
+    for entry in routes {
+        match install_one(platform, ledger, entry).await {
+            Ok(route) => installed.push(route),
+            Err(e) => {
+                // Best effort: the ledger still lists whatever could not be
+                // removed, so the next sweep finishes the job.
+                let _ = remove(platform, ledger, &routes[..installed.len()]).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(installed)
+}
+
+async fn install_one<P: Platform>(
+    platform: &P,
+    ledger: &mut RouteLedger,
+    entry: &RouteEntry,
+) -> Result<InstalledRoute, RouteError> {
+    ledger.record(entry).map_err(RouteError::Ledger)?;
+    if let Err(e) = platform.add_route(entry).await {
+        ledger.forget(entry).map_err(RouteError::Ledger)?;
+        return Err(e.into());
+    }
+    let expected_gateway = match &entry.target {
+        RouteTarget::Gateway { via, .. } => Some(*via),
+        RouteTarget::Tunnel { .. } => None,
+    };
+    let problem = match platform.lookup_route(entry.dst).await? {
+        Some(k) if k.interface == entry.target.interface() && k.gateway == expected_gateway => {
+            return Ok(InstalledRoute {
+                route: entry.dst,
+                interface: k.interface,
+                gateway: k.gateway,
+            });
+        }
+        Some(k) => RouteError::Misrouted {
+            dst: entry.dst,
+            expected: entry.target.interface().to_owned(),
+            found: k
+                .gateway
+                .map_or(k.interface.clone(), |g| format!("{} via {g}", k.interface)),
+        },
+        None => RouteError::Vanished { dst: entry.dst },
+    };
+    platform.delete_route(entry).await?;
+    ledger.forget(entry).map_err(RouteError::Ledger)?;
+    Err(problem)
+}
+
+/// Removes `routes`, newest first, forgetting each only once it is gone.
+/// Keeps going past failures (a route that cannot be removed now stays in
+/// the ledger for the next sweep) and returns the first error.
+pub async fn remove<P: Platform>(
+    platform: &P,
+    ledger: &mut RouteLedger,
+    routes: &[RouteEntry],
+) -> Result<(), RouteError> {
+    let mut first_error = None;
+    for entry in routes.iter().rev() {
+        let result = match platform.delete_route(entry).await {
+            Ok(_) => ledger.forget(entry).map_err(RouteError::Ledger),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// At start-up, before anything else: removes every route the ledger still
+/// lists (left by a crash or a power cut) and returns them for the log.
+pub async fn sweep<P: Platform>(
+    platform: &P,
+    ledger: &mut RouteLedger,
+) -> Result<Vec<RouteEntry>, RouteError> {
+    let leftovers = ledger.entries().to_vec();
+    remove(platform, ledger, &leftovers).await?;
+    Ok(leftovers)
 }
 
 /// temp file + fsync + rename + fsync of the directory (the rename itself
@@ -547,5 +658,153 @@ mod tests {
         ledger.record(&entry("203.0.113.0/24")).unwrap();
         assert!(!dir.path().join("routes.plist.tmp").exists());
         assert_eq!(RouteLedger::open(dir.path()).unwrap().0.entries().len(), 1);
+    }
+
+    mod operations {
+        use super::*;
+        use crate::platform::fake::{Call, FakePlatform};
+        use crate::platform::KernelRoute;
+
+        fn block_on<F: std::future::Future>(f: F) -> F::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(f)
+        }
+
+        fn tunnel_routes(dsts: &[&str]) -> Vec<RouteEntry> {
+            dsts.iter().map(|d| entry(d)).collect()
+        }
+
+        #[test]
+        fn install_records_adds_and_reads_back_each_route_in_order() {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut ledger, _) = RouteLedger::open(dir.path()).unwrap();
+            let fake = FakePlatform::new(None);
+            let routes = tunnel_routes(&["203.0.113.0/24", "198.51.100.7/32"]);
+            let installed = block_on(install(&fake, &mut ledger, &routes)).unwrap();
+            assert_eq!(
+                fake.calls(),
+                [
+                    Call::AddRoute(routes[0].clone()),
+                    Call::LookupRoute(routes[0].dst),
+                    Call::AddRoute(routes[1].clone()),
+                    Call::LookupRoute(routes[1].dst),
+                ]
+            );
+            assert_eq!(
+                installed
+                    .iter()
+                    .map(|r| r.interface.as_str())
+                    .collect::<Vec<_>>(),
+                ["tun0", "tun0"]
+            );
+            assert_eq!(ledger.entries(), routes);
+        }
+
+        #[test]
+        fn a_route_the_kernel_puts_elsewhere_fails_loudly_and_everything_is_rolled_back() {
+            // S3: `route add ... -iface utun4` that ended up on en0.
+            let dir = tempfile::tempdir().unwrap();
+            let (mut ledger, _) = RouteLedger::open(dir.path()).unwrap();
+            let fake = FakePlatform::new(None);
+            let routes = tunnel_routes(&["203.0.113.0/24", "198.51.100.7/32"]);
+            fake.misroute(routes[1].dst, "eth0");
+            let err = block_on(install(&fake, &mut ledger, &routes)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "route 198.51.100.7/32 was installed, but the kernel resolves it to eth0, not tun0; removed it again"
+            );
+            assert!(fake.table().is_empty(), "{:?}", fake.table());
+            assert!(ledger.entries().is_empty());
+            assert_eq!(
+                fake.calls()[4..],
+                [
+                    Call::DeleteRoute(routes[1].clone()),
+                    Call::DeleteRoute(routes[0].clone())
+                ]
+            );
+        }
+
+        #[test]
+        fn a_failed_add_leaves_nothing_in_the_kernel_or_the_ledger() {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut ledger, _) = RouteLedger::open(dir.path()).unwrap();
+            let fake = FakePlatform::new(None);
+            let routes = tunnel_routes(&["203.0.113.0/24", "198.51.100.7/32"]);
+            fake.fail_add(routes[1].dst);
+            let err = block_on(install(&fake, &mut ledger, &routes)).unwrap_err();
+            assert!(
+                matches!(err, RouteError::Platform(PlatformError::RouteAdd { .. })),
+                "{err}"
+            );
+            assert!(fake.table().is_empty());
+            assert!(RouteLedger::open(dir.path())
+                .unwrap()
+                .0
+                .entries()
+                .is_empty());
+        }
+
+        #[test]
+        fn an_exclusion_must_read_back_with_its_gateway() {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut ledger, _) = RouteLedger::open(dir.path()).unwrap();
+            let fake = FakePlatform::new(None);
+            let excl = RouteEntry {
+                target: RouteTarget::Gateway {
+                    via: "192.0.2.1".parse().unwrap(),
+                    interface: "eth0".into(),
+                },
+                ..entry("198.51.100.0/24")
+            };
+            // Someone else's route to the same prefix, through another gateway.
+            fake.preinstall(
+                excl.dst,
+                KernelRoute {
+                    interface: "eth0".into(),
+                    gateway: Some("192.0.2.254".parse().unwrap()),
+                },
+            );
+            let err =
+                block_on(install(&fake, &mut ledger, std::slice::from_ref(&excl))).unwrap_err();
+            assert!(
+                matches!(err, RouteError::Misrouted { ref found, .. } if found == "eth0 via 192.0.2.254"),
+                "{err}"
+            );
+        }
+
+        #[test]
+        fn a_crash_between_ledger_and_install_is_swept_on_the_next_start() {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = FakePlatform::new(None);
+            let routes = tunnel_routes(&["203.0.113.0/24", "198.51.100.7/32"]);
+            {
+                let (mut ledger, _) = RouteLedger::open(dir.path()).unwrap();
+                block_on(install(&fake, &mut ledger, &routes)).unwrap();
+                // The helper is killed here: no removal, the ledger stays.
+            }
+            let (mut ledger, opened) = RouteLedger::open(dir.path()).unwrap();
+            assert_eq!(opened, LedgerOpened::Loaded { routes: 2 });
+            let swept = block_on(sweep(&fake, &mut ledger)).unwrap();
+            assert_eq!(swept, routes);
+            assert!(fake.table().is_empty());
+            assert!(RouteLedger::open(dir.path())
+                .unwrap()
+                .0
+                .entries()
+                .is_empty());
+        }
+
+        #[test]
+        fn removing_a_route_that_is_already_gone_is_not_an_error() {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut ledger, _) = RouteLedger::open(dir.path()).unwrap();
+            let fake = FakePlatform::new(None);
+            let routes = tunnel_routes(&["203.0.113.0/24"]);
+            ledger.record(&routes[0]).unwrap();
+            block_on(remove(&fake, &mut ledger, &routes)).unwrap();
+            assert!(ledger.entries().is_empty());
+        }
     }
 }

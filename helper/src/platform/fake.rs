@@ -1,0 +1,151 @@
+//! A `Platform` that changes nothing and records every call, with a routing
+//! table in memory. Tests assert on the recorded sequence (as Tailscale's
+//! fake router does), including what happens after a crash.
+
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ipnet::IpNet;
+
+use super::{DeviceConfig, KernelRoute, Platform, PlatformError};
+use crate::routes::{PhysicalGateway, RouteEntry, RouteTarget};
+
+/// One recorded call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    CreateDevice(String),
+    AddRoute(RouteEntry),
+    DeleteRoute(RouteEntry),
+    LookupRoute(IpNet),
+    PhysicalGateway,
+    BindToInterface(String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: Vec<Call>,
+    table: Vec<(IpNet, KernelRoute)>,
+    physical: Option<PhysicalGateway>,
+    next_device: u32,
+    /// Installs of these prefixes land on this interface instead (the S3 bug).
+    misroute: Option<(IpNet, String)>,
+    fail_add: Option<IpNet>,
+}
+
+/// Cloning shares the state, so a test can keep a handle while the daemon
+/// owns another.
+#[derive(Debug, Clone, Default)]
+pub struct FakePlatform(Arc<Mutex<State>>);
+
+impl FakePlatform {
+    pub fn new(physical: Option<PhysicalGateway>) -> Self {
+        let fake = Self::default();
+        fake.state().physical = physical;
+        fake
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread poisons the lock; the state is still the
+        // record of what happened, which is what the next assertion wants.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// Routes currently in the fake kernel table.
+    pub fn table(&self) -> Vec<(IpNet, KernelRoute)> {
+        self.state().table.clone()
+    }
+
+    /// Makes the kernel put `dst` on `interface` whatever was asked.
+    pub fn misroute(&self, dst: IpNet, interface: &str) {
+        self.state().misroute = Some((dst, interface.to_owned()));
+    }
+
+    /// Makes installing `dst` fail.
+    pub fn fail_add(&self, dst: IpNet) {
+        self.state().fail_add = Some(dst);
+    }
+
+    /// A route someone else installed.
+    pub fn preinstall(&self, dst: IpNet, route: KernelRoute) {
+        self.state().table.push((dst, route));
+    }
+}
+
+impl Platform for FakePlatform {
+    type Device = ();
+
+    fn create_device(&self, config: &DeviceConfig) -> Result<((), String), PlatformError> {
+        let mut s = self.state();
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("tun{}", s.next_device));
+        s.next_device += 1;
+        s.calls.push(Call::CreateDevice(name.clone()));
+        Ok(((), name))
+    }
+
+    async fn add_route(&self, entry: &RouteEntry) -> Result<(), PlatformError> {
+        let mut s = self.state();
+        s.calls.push(Call::AddRoute(entry.clone()));
+        if s.fail_add == Some(entry.dst) {
+            return Err(PlatformError::RouteAdd {
+                dst: entry.dst,
+                interface: entry.target.interface().to_owned(),
+                source: io::Error::from(io::ErrorKind::PermissionDenied),
+            });
+        }
+        let mut route = KernelRoute {
+            interface: entry.target.interface().to_owned(),
+            gateway: match &entry.target {
+                RouteTarget::Gateway { via, .. } => Some(*via),
+                RouteTarget::Tunnel { .. } => None,
+            },
+        };
+        if let Some((dst, iface)) = &s.misroute {
+            if *dst == entry.dst {
+                route.interface.clone_from(iface);
+            }
+        }
+        if !s.table.iter().any(|(d, r)| *d == entry.dst && *r == route) {
+            s.table.push((entry.dst, route));
+        }
+        Ok(())
+    }
+
+    async fn delete_route(&self, entry: &RouteEntry) -> Result<bool, PlatformError> {
+        let mut s = self.state();
+        s.calls.push(Call::DeleteRoute(entry.clone()));
+        let before = s.table.len();
+        s.table.retain(|(d, _)| *d != entry.dst);
+        Ok(s.table.len() < before)
+    }
+
+    async fn lookup_route(&self, dst: IpNet) -> Result<Option<KernelRoute>, PlatformError> {
+        let mut s = self.state();
+        s.calls.push(Call::LookupRoute(dst));
+        Ok(s.table
+            .iter()
+            .find(|(d, _)| *d == dst)
+            .map(|(_, r)| r.clone()))
+    }
+
+    async fn physical_gateway(&self) -> Result<Option<PhysicalGateway>, PlatformError> {
+        let mut s = self.state();
+        s.calls.push(Call::PhysicalGateway);
+        Ok(s.physical.clone())
+    }
+
+    fn bind_to_interface(&self, _socket: &socket2::Socket, interface: &str) -> io::Result<()> {
+        self.state()
+            .calls
+            .push(Call::BindToInterface(interface.to_owned()));
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! Every operating-system call the helper makes lives below this module:
+//! creating the tunnel device, installing, removing and reading back routes,
+//! finding the physical network, and binding outbound sockets to it.
+//!
+//! `Platform` is the one interface; `linux` and (issue 7) `macos` implement
+//! it, and `fake` records calls for tests. Route *policy* (what to install,
+//! in which order, what to remember) lives in `routes.rs`, never here.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::routes::{PhysicalGateway, RouteEntry};
+
+pub mod fake;
+#[cfg(target_os = "linux")]
+pub mod linux;
+
+/// The tunnel device to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// A kernel name to ask for (`ztun0`); `None` lets the kernel pick.
+    pub name: Option<String>,
+    pub address: Ipv4Net,
+    /// The point-to-point peer (S2).
+    pub peer: Ipv4Addr,
+    pub ipv6: Option<Ipv6Net>,
+    pub mtu: u16,
+}
+
+/// A route as the kernel holds it, read back after install (S3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRoute {
+    pub interface: String,
+    pub gateway: Option<IpAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("cannot create the tunnel device: {0}")]
+    Device(#[source] io::Error),
+    #[error("cannot install route {dst} on {interface}: {source}")]
+    RouteAdd {
+        dst: IpNet,
+        interface: String,
+        source: io::Error,
+    },
+    #[error("cannot remove route {dst} from {interface}: {source}")]
+    RouteDelete {
+        dst: IpNet,
+        interface: String,
+        source: io::Error,
+    },
+    #[error("cannot read the routing table: {0}")]
+    RouteRead(#[source] io::Error),
+    #[error("there is no interface named {0}")]
+    NoSuchInterface(String),
+}
+
+/// The operating system, as the daemon needs it.
+pub trait Platform: Send + Sync + 'static {
+    /// The open tunnel device (read and write packets through it).
+    type Device: Send + 'static;
+
+    /// Creates the tunnel device with its address, peer and MTU, and returns
+    /// it with the name the kernel gave it.
+    fn create_device(&self, config: &DeviceConfig)
+        -> Result<(Self::Device, String), PlatformError>;
+
+    /// Installs `entry`. A route that already exists exactly as asked is not
+    /// an error; whether it is really ours is decided by reading it back.
+    fn add_route(
+        &self,
+        entry: &RouteEntry,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+
+    /// Removes `entry`; `Ok(false)` when it was already gone.
+    fn delete_route(
+        &self,
+        entry: &RouteEntry,
+    ) -> impl Future<Output = Result<bool, PlatformError>> + Send;
+
+    /// The kernel's route for exactly the prefix `dst` in the main table, if
+    /// any: the read-back after every install.
+    fn lookup_route(
+        &self,
+        dst: IpNet,
+    ) -> impl Future<Output = Result<Option<KernelRoute>, PlatformError>> + Send;
+
+    /// The physical network's default route (interface and gateways), or
+    /// `None` when the machine has none.
+    fn physical_gateway(
+        &self,
+    ) -> impl Future<Output = Result<Option<PhysicalGateway>, PlatformError>> + Send;
+
+    /// Binds an outbound socket to `interface` so its traffic can never loop
+    /// back into the tunnel (S6).
+    fn bind_to_interface(&self, socket: &socket2::Socket, interface: &str) -> io::Result<()>;
+}
