@@ -3,7 +3,8 @@
 #   scripts/fuzz.sh              # every target, 60 s each
 #   scripts/fuzz.sh 300 control_frame
 # Needs the nightly toolchain (installed by rustup if missing) and cargo-fuzz.
-# Crashes land in fuzz/artifacts/TARGET/; keep each as a regression test.
+# Crashes land in fuzz/artifacts/TARGET/; fix the bug, add a unit test, and
+# keep the input in fuzz/regressions/TARGET/ so every run replays it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
@@ -19,6 +20,8 @@ seed() {
   # written by Python's plistlib so the corpus does not depend on our encoder.
   local dir=fuzz/corpus/$1
   mkdir -p "$dir"
+  # Every input that once crashed a target is replayed on every run.
+  if [ -d "fuzz/regressions/$1" ]; then cp fuzz/regressions/"$1"/* "$dir"/; fi
   case $1 in
     control_frame)
       python3 - "$dir" tests/fixtures/xpc/*.plist <<'PY'

@@ -153,7 +153,14 @@ fn parse_host(raw: &str) -> Result<Host, String> {
             && !l.ends_with('-')
     };
     let name = raw.strip_suffix('.').unwrap_or(raw);
-    if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
+    // A name ending in an all-digit label reads as an IPv4 address to people
+    // and to resolvers (RFC 1123 §2.1), so `192.0.2.1.` or `1.2.3` is refused
+    // rather than stored as a domain that would re-encode as an address.
+    let numeric_tail = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    if name.is_empty() || name.len() > 253 || numeric_tail || !name.split('.').all(valid_label) {
         return Err(format!("\"{raw}\" is not a host name or IP address"));
     }
     Ok(Host::Domain(name.to_ascii_lowercase()))
@@ -317,6 +324,25 @@ mod tests {
             let err = input.parse::<Upstream>().unwrap_err();
             assert!(err.contains(needle), "{input:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_name_ending_in_digits_is_not_a_domain() {
+        // Found by the control_frame fuzz target: "192.0.2.1." became the
+        // domain "192.0.2.1", which re-encoded as an IPv4 address.
+        for host in ["192.0.2.1.", "1.2.3", "198.51.100", "proxy.42"] {
+            let err = format!("socks5://{host}:1080")
+                .parse::<Upstream>()
+                .unwrap_err();
+            assert!(
+                err.contains("is not a host name or IP address"),
+                "{host}: {err}"
+            );
+        }
+        assert_eq!(
+            socks("socks5://proxy42.example.:1080").host,
+            Host::Domain("proxy42.example".into())
+        );
     }
 
     #[test]
