@@ -17,6 +17,7 @@ use crate::routes::{PhysicalGateway, RouteEntry};
 pub mod fake;
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod macos;
 
 /// The tunnel device to create.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,1 @@
+//! `ifaliasreq` / `in6_aliasreq` request structs (issue 7): written next.

@@ -1,0 +1,1 @@
+//! `PF_ROUTE` message codec (issue 7): written next.
