@@ -1,0 +1,214 @@
+//! The Unix-socket transport (Linux, and macOS for development): frames
+//! from `ztun_proto::frame`, peer identity from `SO_PEERCRED`.
+//!
+//! The socket is world-connectable (0666) because status is for everyone;
+//! authorisation happens per request. A client cannot hurt the others: a
+//! frame must arrive whole within [`BODY_TIMEOUT`] of its first byte, replies
+//! must be taken within [`WRITE_TIMEOUT`], and at most [`MAX_CLIENTS`]
+//! connections are served at once.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+use ztun_proto::frame::{self, HEADER_LEN};
+use ztun_proto::plist::Value;
+use ztun_proto::{ErrorCode, ErrorReply, Event, Response};
+
+use super::{answer, event_matches, AdminGroup, After, Handler, Peer};
+
+/// Time allowed between a frame's first byte and its last.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client has to take a reply or an event off the socket.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time an idle connection (between requests) is kept.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once; more are told so and closed.
+pub const MAX_CLIENTS: usize = 256;
+
+/// A bound control socket. Dropping it removes the socket file.
+#[derive(Debug)]
+pub struct UnixServer {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl UnixServer {
+    /// Binds `path`, creating its directory (0755) and replacing a stale
+    /// socket left by a crash, but refusing to steal one a live helper holds.
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "another helper is serving {}; stop it first",
+                        path.display()
+                    ),
+                ));
+            }
+            fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o666))?;
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves clients until the future is dropped (which also drops every
+    /// connection task).
+    pub async fn run<H: Handler>(
+        &self,
+        handler: Arc<H>,
+        admins: Arc<AdminGroup>,
+    ) -> io::Result<()> {
+        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        let mut clients = JoinSet::new();
+        loop {
+            let (mut stream, _) = tokio::select! {
+                accepted = self.listener.accept() => accepted?,
+                // Reap finished connections so the set does not grow.
+                Some(_) = clients.join_next(), if !clients.is_empty() => continue,
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                let busy = ErrorReply::new(
+                    ErrorCode::Internal,
+                    "the helper is serving too many clients; try again",
+                );
+                clients.spawn(async move {
+                    let _ = send(&mut stream, &Response::Err(busy).to_value()).await;
+                });
+                continue;
+            };
+            let (handler, admins) = (Arc::clone(&handler), Arc::clone(&admins));
+            clients.spawn(async move {
+                let _slot = slot;
+                if let Err(e) = serve(stream, &*handler, &admins).await {
+                    tracing::debug!("control client: {e}");
+                }
+            });
+        }
+    }
+}
+
+impl Drop for UnixServer {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// One connection: requests in order until the client leaves, breaks the
+/// framing, stalls, or turns into a watch stream.
+async fn serve<H: Handler>(
+    mut stream: UnixStream,
+    handler: &H,
+    admins: &AdminGroup,
+) -> io::Result<()> {
+    let cred = stream.peer_cred()?;
+    let peer = Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+    };
+    loop {
+        let message = match read_message(&mut stream).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // Tell the client why before hanging up; it may be a person
+                // debugging a menu-bar app.
+                let reply =
+                    Response::Err(ErrorReply::new(ErrorCode::InvalidArgument, e.to_string()));
+                let _ = send(&mut stream, &reply.to_value()).await;
+                return Err(e);
+            }
+        };
+        let (response, after) = answer(handler, admins, &peer, &message).await;
+        send(&mut stream, &response.to_value()).await?;
+        if let After::Watch(name, events) = after {
+            return stream_events(stream, name, events).await;
+        }
+    }
+}
+
+/// Reads one frame; `Ok(None)` when the client closed between frames.
+async fn read_message(stream: &mut UnixStream) -> io::Result<Option<Value>> {
+    let mut header = [0_u8; HEADER_LEN];
+    match timeout(IDLE_TIMEOUT, stream.read(&mut header[..1])).await {
+        Err(_) | Ok(Ok(0)) => return Ok(None),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e),
+    }
+    let whole_frame = async {
+        stream.read_exact(&mut header[1..]).await?;
+        let len = frame::body_len(header).map_err(invalid)?;
+        let mut body = vec![0; len];
+        stream.read_exact(&mut body).await?;
+        frame::decode_body(&body).map_err(invalid)
+    };
+    match timeout(BODY_TIMEOUT, whole_frame).await {
+        Ok(result) => result.map(Some),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("frame not completed within {}s", BODY_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+fn invalid(e: frame::FrameError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+async fn send(stream: &mut UnixStream, message: &Value) -> io::Result<()> {
+    let mut bytes = Vec::new();
+    frame::encode(message, &mut bytes).map_err(invalid)?;
+    timeout(WRITE_TIMEOUT, stream.write_all(&bytes))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client did not take its reply"))?
+}
+
+/// Forwards events until the client hangs up or stops reading.
+async fn stream_events(
+    mut stream: UnixStream,
+    name: Option<ztun_proto::TunnelName>,
+    mut events: broadcast::Receiver<Event>,
+) -> io::Result<()> {
+    let mut probe = [0_u8; 1];
+    loop {
+        let event = tokio::select! {
+            // Anything from the client (or EOF) ends the stream: a watch
+            // connection carries no further requests.
+            _ = stream.read(&mut probe) => return Ok(()),
+            e = events.recv() => e,
+        };
+        let event = match event {
+            Ok(e) if event_matches(&e, name.as_ref()) => e,
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(missed)) => Event::Error {
+                name: name.clone(),
+                message: format!(
+                    "this watcher fell behind and missed {missed} events; run status to resync"
+                ),
+            },
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        send(&mut stream, &event.to_value()).await?;
+    }
+}
