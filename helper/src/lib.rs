@@ -7,3 +7,4 @@
 pub mod control;
 pub mod platform;
 pub mod routes;
+pub mod state;

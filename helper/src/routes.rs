@@ -6,17 +6,16 @@
 //! knows exactly what to sweep, and never touches a route that is not ours.
 //! This module decides and remembers; it never talks to the kernel.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use plist::{Dictionary, Value};
 use ztun_proto::{InstalledRoute, TunnelName, TunnelSpec};
 
 use crate::platform::{Platform, PlatformError};
+use crate::state::{versioned, versioned_list, Loaded, StateFile};
 
 /// Where a route sends traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -137,71 +136,23 @@ pub fn plan(
     Ok(routes)
 }
 
-/// What happened when the ledger was opened, for the caller to log.
-#[derive(Debug, PartialEq, Eq)]
-pub enum LedgerOpened {
-    Fresh,
-    Loaded {
-        routes: usize,
-    },
-    /// The file did not parse; it was moved aside to `moved_to` and the
-    /// ledger starts empty (never fatal: DESIGN.md §3, State).
-    Corrupt {
-        moved_to: PathBuf,
-        reason: String,
-    },
-}
-
 /// The routes the helper has installed (or is about to), persisted as an XML
 /// plist so an operator can read it: `<state dir>/routes.plist`.
 #[derive(Debug)]
 pub struct RouteLedger {
-    path: PathBuf,
+    file: StateFile,
     entries: Vec<RouteEntry>,
 }
 
-const LEDGER_FILE: &str = "routes.plist";
-const LEDGER_VERSION: i64 = 1;
-
 impl RouteLedger {
-    /// Opens (or creates) the ledger in `state_dir`.
-    pub fn open(state_dir: &Path) -> io::Result<(Self, LedgerOpened)> {
-        fs::create_dir_all(state_dir)?;
-        let path = state_dir.join(LEDGER_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok((
-                    Self {
-                        path,
-                        entries: Vec::new(),
-                    },
-                    LedgerOpened::Fresh,
-                ));
-            }
-            Err(e) => return Err(e),
-        };
-        match decode(&bytes) {
-            Ok(entries) => {
-                let routes = entries.len();
-                Ok((Self { path, entries }, LedgerOpened::Loaded { routes }))
-            }
-            Err(reason) => {
-                let stamp = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                let moved_to = state_dir.join(format!("{LEDGER_FILE}.corrupt-{stamp}"));
-                fs::rename(&path, &moved_to)?;
-                Ok((
-                    Self {
-                        path,
-                        entries: Vec::new(),
-                    },
-                    LedgerOpened::Corrupt { moved_to, reason },
-                ))
-            }
-        }
+    pub const FILE: &'static str = "routes.plist";
+
+    /// Opens (or creates) the ledger in `state_dir`; reports how many routes
+    /// a previous run left, or that the file was corrupt and moved aside.
+    pub fn open(state_dir: &Path) -> io::Result<(Self, Loaded<usize>)> {
+        let file = StateFile::new(state_dir, Self::FILE, 0o644);
+        let (entries, report) = file.load_list(decode)?;
+        Ok((Self { file, entries }, report))
     }
 
     pub fn entries(&self) -> &[RouteEntry] {
@@ -235,14 +186,8 @@ impl RouteLedger {
         self.save().inspect_err(|_| self.entries.insert(i, removed))
     }
 
-    /// Writes the ledger atomically: a reader (or the next start after a
-    /// crash) sees the old file or the new one, never half of either.
     fn save(&self) -> io::Result<()> {
-        let mut bytes = Vec::new();
-        encode(&self.entries)
-            .to_writer_xml(&mut bytes)
-            .map_err(io::Error::other)?;
-        write_atomically(&self.path, &bytes)
+        self.file.save(&encode(&self.entries))
     }
 }
 
@@ -355,21 +300,6 @@ pub async fn sweep<P: Platform>(
     Ok(leftovers)
 }
 
-/// temp file + fsync + rename + fsync of the directory (the rename itself
-/// must reach the disk, or a power cut can bring the old file back).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("plist.tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 fn encode(entries: &[RouteEntry]) -> Value {
     let routes = entries
         .iter()
@@ -383,24 +313,12 @@ fn encode(entries: &[RouteEntry]) -> Value {
             }
             Value::Dictionary(d)
         })
-        .collect::<Vec<_>>();
-    let mut d = Dictionary::new();
-    d.insert("v".into(), LEDGER_VERSION.into());
-    d.insert("routes".into(), routes.into());
-    Value::Dictionary(d)
+        .collect();
+    versioned("routes", routes)
 }
 
-fn decode(bytes: &[u8]) -> Result<Vec<RouteEntry>, String> {
-    let value = Value::from_reader(io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
-    let d = value.as_dictionary().ok_or("not a dictionary")?;
-    match d.get("v").and_then(Value::as_signed_integer) {
-        Some(LEDGER_VERSION) => {}
-        other => return Err(format!("unknown ledger version {other:?}")),
-    }
-    let routes = d
-        .get("routes")
-        .and_then(Value::as_array)
-        .ok_or("no routes array")?;
+fn decode(value: &Value) -> Result<Vec<RouteEntry>, String> {
+    let routes = versioned_list(value, "routes")?;
     routes
         .iter()
         .enumerate()
@@ -438,6 +356,8 @@ fn decode(bytes: &[u8]) -> Result<Vec<RouteEntry>, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn spec(f: impl FnOnce(&mut TunnelSpec)) -> TunnelSpec {
@@ -572,7 +492,7 @@ mod tests {
     fn ledger_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, opened) = RouteLedger::open(dir.path()).unwrap();
-        assert_eq!(opened, LedgerOpened::Fresh);
+        assert_eq!(opened, Loaded::Fresh);
         let excl = RouteEntry {
             target: RouteTarget::Gateway {
                 via: "192.0.2.1".parse().unwrap(),
@@ -585,7 +505,7 @@ mod tests {
         ledger.record(&entry("203.0.113.0/24")).unwrap();
         drop(ledger);
         let (again, opened) = RouteLedger::open(dir.path()).unwrap();
-        assert_eq!(opened, LedgerOpened::Loaded { routes: 2 });
+        assert_eq!(opened, Loaded::Loaded(2));
         assert_eq!(again.entries(), [entry("203.0.113.0/24"), excl]);
     }
 
@@ -625,7 +545,7 @@ mod tests {
         .unwrap();
         let (ledger, opened) = RouteLedger::open(dir.path()).unwrap();
         assert!(ledger.entries().is_empty());
-        let LedgerOpened::Corrupt { moved_to, .. } = opened else {
+        let Loaded::Corrupt { moved_to, .. } = opened else {
             panic!("{opened:?}")
         };
         assert_eq!(fs::read(&moved_to).unwrap(), b"<plist><dict><key>v</key>");
@@ -643,7 +563,7 @@ mod tests {
             .replace("203.0.113.0/24", "203.0.113.0/99");
         fs::write(&path, text).unwrap();
         let (_, opened) = RouteLedger::open(dir.path()).unwrap();
-        let LedgerOpened::Corrupt { reason, .. } = opened else {
+        let Loaded::Corrupt { reason, .. } = opened else {
             panic!("{opened:?}")
         };
         assert!(reason.starts_with("routes[0].route:"), "{reason}");
@@ -654,7 +574,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("routes.plist.tmp"), b"half a file").unwrap();
         let (mut ledger, opened) = RouteLedger::open(dir.path()).unwrap();
-        assert_eq!(opened, LedgerOpened::Fresh);
+        assert_eq!(opened, Loaded::Fresh);
         ledger.record(&entry("203.0.113.0/24")).unwrap();
         assert!(!dir.path().join("routes.plist.tmp").exists());
         assert_eq!(RouteLedger::open(dir.path()).unwrap().0.entries().len(), 1);
@@ -785,7 +705,7 @@ mod tests {
                 // The helper is killed here: no removal, the ledger stays.
             }
             let (mut ledger, opened) = RouteLedger::open(dir.path()).unwrap();
-            assert_eq!(opened, LedgerOpened::Loaded { routes: 2 });
+            assert_eq!(opened, Loaded::Loaded(2));
             let swept = block_on(sweep(&fake, &mut ledger)).unwrap();
             assert_eq!(swept, routes);
             assert!(fake.table().is_empty());

@@ -278,6 +278,19 @@ mod tests {
         a
     }
 
+    /// `depth` arrays, each holding the next; the innermost is empty.
+    fn nested_arrays(depth: u32) -> Vec<Vec<u8>> {
+        (0..depth)
+            .map(|i| {
+                if i + 1 == depth {
+                    vec![0xA0]
+                } else {
+                    array_of_refs(1, i + 1)
+                }
+            })
+            .collect()
+    }
+
     fn ascii(s: &str) -> Vec<u8> {
         let mut o = marker(0x50, s.len());
         o.extend_from_slice(s.as_bytes());
@@ -296,15 +309,7 @@ mod tests {
         // 100,000 arrays, each holding the next: 900 KB, under the frame cap.
         // Unbounded, the tree parses and then overflows the stack when dropped.
         let depth = 100_000_u32;
-        let objects: Vec<Vec<u8>> = (0..depth)
-            .map(|i| {
-                if i + 1 == depth {
-                    vec![0xA0]
-                } else {
-                    array_of_refs(1, i + 1)
-                }
-            })
-            .collect();
+        let objects = nested_arrays(depth);
         let body = bplist(&objects);
         assert!(body.len() <= MAX_FRAME_LEN);
         let err = decode_body(&body).unwrap_err();
@@ -317,15 +322,7 @@ mod tests {
     #[test]
     fn nesting_at_the_limit_is_accepted() {
         let depth = u32::try_from(MAX_DEPTH).unwrap();
-        let objects: Vec<Vec<u8>> = (0..depth)
-            .map(|i| {
-                if i + 1 == depth {
-                    vec![0xA0]
-                } else {
-                    array_of_refs(1, i + 1)
-                }
-            })
-            .collect();
+        let objects = nested_arrays(depth);
         assert!(decode_body(&bplist(&objects)).is_ok());
     }
 

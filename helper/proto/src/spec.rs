@@ -267,10 +267,16 @@ impl TunnelSpec {
         Ok(())
     }
 
+    /// Decodes and validates a spec dictionary (the helper's saved state
+    /// uses the wire form); errors name `tunnel.<field>`.
+    pub fn from_value(value: &Value) -> Result<Self, DecodeError> {
+        Self::decode(value, "tunnel")
+    }
+
     /// Checks a spec built in code (the CLI's flags) by the same rules the
     /// helper applies on receipt; errors name `tunnel.<field>`.
     pub fn validate(&self) -> Result<(), DecodeError> {
-        Self::decode(&self.to_value(), "tunnel").map(drop)
+        Self::from_value(&self.to_value()).map(drop)
     }
 
     pub(crate) fn decode(value: &Value, path: &str) -> Result<Self, DecodeError> {
