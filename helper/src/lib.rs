@@ -6,5 +6,6 @@
 
 pub mod control;
 pub mod platform;
+pub mod relay;
 pub mod routes;
 pub mod state;

@@ -6,46 +6,15 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)] // test inputs are built here, not received
 
+mod common;
+
 use std::net::IpAddr;
+
+use common::in_private_netns;
 
 use ztun_helper::platform::linux::LinuxPlatform;
 use ztun_helper::platform::{DeviceConfig, KernelRoute, Platform};
 use ztun_helper::routes::{self, PhysicalGateway, RouteEntry, RouteLedger, RouteTarget};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Runs `test` on a fresh thread inside a new, empty network namespace.
-fn in_private_netns<F, Fut>(test: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
-{
-    if !is_root() {
-        eprintln!("\n!!! SKIPPED: linux_platform tests need root (network namespaces, tun devices); run as root\n");
-        return;
-    }
-    std::thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's namespace membership;
-        // no other thread shares its network namespace state.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(test());
-    })
-    .join()
-    .unwrap();
-}
 
 fn device(name: &str, address: &str, peer: &str, ipv6: Option<&str>) -> DeviceConfig {
     DeviceConfig {

@@ -100,3 +100,14 @@ pub trait Platform: Send + Sync + 'static {
     /// back into the tunnel (S6).
     fn bind_to_interface(&self, socket: &socket2::Socket, interface: &str) -> io::Result<()>;
 }
+
+/// Registers a socket with the tokio reactor (the socket must already be
+/// non-blocking). The one place outside the device code where a raw
+/// descriptor meets the runtime.
+pub fn register(socket: socket2::Socket) -> io::Result<tokio::io::unix::AsyncFd<socket2::Socket>> {
+    // SAFETY: `socket2::Socket` owns its descriptor: it is open from creation
+    // until the socket is dropped, `as_raw_fd` always returns that same
+    // descriptor, and the `AsyncFd` takes ownership of the socket, so the
+    // descriptor outlives the registration.
+    unsafe { tokio::io::unix::AsyncFd::register(socket) }.map_err(io::Error::from)
+}
