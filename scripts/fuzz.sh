@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(control_frame)
+[ ${#targets[@]} -gt 0 ] || targets=(control_frame engine_packet)
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal >&2
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked >&2
@@ -30,6 +30,33 @@ out = pathlib.Path(sys.argv[1])
 for name in sys.argv[2:]:
     body = plistlib.dumps(plistlib.loads(pathlib.Path(name).read_bytes()), fmt=plistlib.FMT_BINARY)
     (out / (pathlib.Path(name).stem + ".bin")).write_bytes(struct.pack(">I", len(body)) + body)
+PY
+      ;;
+    engine_packet)
+      # Seeds: the engine's own test packets, one per file, length-prefixed.
+      python3 - "$dir" <<'PY'
+import pathlib, struct, sys
+out = pathlib.Path(sys.argv[1])
+def ipv4(proto, payload, src=bytes([198, 18, 0, 1]), dst=bytes([203, 0, 113, 5])):
+    hdr = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0x4000, 64, proto, 0, src, dst))
+    s = sum(struct.unpack(">10H", hdr)); s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16)
+    hdr[10:12] = struct.pack(">H", ~s & 0xffff)
+    return bytes(hdr) + payload
+def framed(*pkts):
+    return b"\x00" + b"".join(struct.pack(">H", len(p)) + p for p in pkts)
+echo = bytes([8, 0, 0, 0]) + struct.pack(">HH", 32065, 0) + bytes(range(56))
+def l4(proto, seg, src=bytes([198, 18, 0, 1]), dst=bytes([203, 0, 113, 5])):
+    # Fill the TCP/UDP checksum over the pseudo-header, so seeds are accepted.
+    off = 16 if proto == 6 else 6
+    data = src + dst + struct.pack(">BBH", 0, proto, len(seg)) + seg + (b"\0" if len(seg) % 2 else b"")
+    s = sum(struct.unpack(">%dH" % (len(data) // 2), data))
+    while s > 0xffff: s = (s & 0xffff) + (s >> 16)
+    return seg[:off] + struct.pack(">H", ~s & 0xffff) + seg[off + 2:]
+syn = l4(6, struct.pack(">HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x02, 64240, 0, 0))
+udp = l4(17, struct.pack(">HHHH", 40000, 53, 8 + 4, 0) + b"ztun")
+for name, data in [("echo", framed(ipv4(1, echo))), ("syn", framed(ipv4(6, syn))), ("udp", framed(ipv4(17, udp))),
+                   ("mixed", framed(ipv4(1, echo), ipv4(6, syn), ipv4(17, udp), ipv4(6, syn)))]:
+    (out / name).write_bytes(data)
 PY
       ;;
   esac

@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
     while let Ok(Some((value, used))) = frame::decode(rest) {
         if let Ok(request) = Request::from_value(&value) {
             // What the helper accepts must survive its own re-encoding.
-            let again = Request::from_value(&request.to_value()).expect("re-encoded request decodes");
+            let again =
+                Request::from_value(&request.to_value()).expect("re-encoded request decodes");
             assert_eq!(again, request);
         }
         let _ = Event::from_value(&value);

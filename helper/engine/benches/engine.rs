@@ -4,12 +4,14 @@
 //! ends, run on the same core, so the figure is a lower bound for the engine).
 #![allow(missing_docs, clippy::unwrap_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use harness::{DaemonScript, Harness};
 use ztun_engine::{Duration, EchoPolicy, Engine, EngineConfig, Instant};
 
@@ -47,7 +49,7 @@ fn echo(c: &mut Criterion) {
 
 const BULK: u64 = 16 * 1024 * 1024;
 
-fn bulk(upload: bool, mtu: usize, buffers: usize) -> Harness {
+fn setup(upload: bool, mtu: usize, buffers: usize, idle_flows: u16) -> Harness {
     let mut h = Harness::new(EngineConfig {
         mtu,
         tcp_rx_buffer: buffers,
@@ -55,15 +57,54 @@ fn bulk(upload: bool, mtu: usize, buffers: usize) -> Harness {
         random_seed: 1,
         ..EngineConfig::default()
     });
+    // Idle established flows from another client address: they sit in the
+    // socket set that smoltcp scans for every segment and every egress poll.
+    let idle_client = Ipv4Addr::new(198, 18, 0, 9);
+    let server = Ipv4Addr::new(203, 0, 113, 5);
+    let mut buf = vec![0u8; 65536];
+    for i in 0..idle_flows {
+        let port = 10_000 + i;
+        let syn = common::tcp_packet(
+            idle_client,
+            server,
+            port,
+            443,
+            1,
+            0,
+            common::SYN,
+            &[2, 4, 5, 0xb4],
+            &[],
+        );
+        h.engine.handle_packet(&syn, h.now);
+        h.engine.poll_transmit(&mut buf, h.now).unwrap();
+        let isn = u32::from_be_bytes(buf[24..28].try_into().unwrap());
+        let ack = common::tcp_packet(
+            idle_client,
+            server,
+            port,
+            443,
+            2,
+            isn.wrapping_add(1),
+            common::ACK,
+            &[],
+            &[],
+        );
+        h.engine.handle_packet(&ack, h.now);
+        while h.engine.poll_transmit(&mut buf, h.now).is_some() {}
+    }
+    while h.engine.poll_event().is_some() {}
     h.daemon.script = DaemonScript {
         send: if upload { 0 } else { BULK },
         ..DaemonScript::default()
     };
-    let dst = SocketAddr::new(Ipv4Addr::new(203, 0, 113, 5).into(), 5201);
+    let dst = SocketAddr::new(server.into(), 5201);
     h.connect(dst, 40000, if upload { BULK } else { 0 }, buffers);
+    h
+}
+
+fn run(mut h: Harness) -> Harness {
     let done = h.run_until(Duration::from_secs(3600), |h| {
-        let f = h.daemon.flows.values().next();
-        f.is_some_and(|f| f.closed)
+        h.daemon.flows.values().any(|f| f.closed)
     });
     assert!(done);
     h
@@ -73,16 +114,21 @@ fn tcp(c: &mut Criterion) {
     let mut g = c.benchmark_group("tcp_bulk");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(BULK));
-    for (name, mtu, buffers) in [
-        ("mtu1500_buf16k", 1500, 16 * 1024),
-        ("mtu9000_buf256k", 9000, 256 * 1024),
+    for (name, mtu, buffers, idle) in [
+        ("mtu1500_buf16k", 1500, 16 * 1024, 0),
+        ("mtu9000_buf256k", 9000, 256 * 1024, 0),
+        ("mtu1500_buf16k_2000_idle_flows", 1500, 16 * 1024, 2000),
     ] {
-        g.bench_function(format!("upload_{name}"), |b| {
-            b.iter(|| bulk(true, mtu, buffers));
-        });
-        g.bench_function(format!("download_{name}"), |b| {
-            b.iter(|| bulk(false, mtu, buffers));
-        });
+        for upload in [true, false] {
+            let dir = if upload { "upload" } else { "download" };
+            g.bench_function(format!("{dir}_{name}"), |b| {
+                b.iter_batched(
+                    || setup(upload, mtu, buffers, idle),
+                    run,
+                    BatchSize::PerIteration,
+                );
+            });
+        }
     }
     g.finish();
 }

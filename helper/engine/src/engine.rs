@@ -270,7 +270,7 @@ impl Engine {
     /// Reset the flow (RST to the client), e.g. when the upstream refused.
     /// The id is dead afterwards; no further events are emitted for it.
     pub fn tcp_abort(&mut self, flow: FlowId) -> Result<(), FlowError> {
-        self.tcp.abort(flow)
+        self.tcp.abort(flow, self.now)
     }
 
     /// Write the next outbound IP packet into `buf` (which should be at least
@@ -281,7 +281,8 @@ impl Engine {
     pub fn poll_transmit(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
         self.advance(now);
         if self.tx.is_empty() {
-            self.tcp.poll_egress(self.now, &mut self.tx);
+            self.tcp
+                .poll_egress(self.now, &mut self.tx, &mut self.events);
         }
         loop {
             let pkt = self.tx.pop()?;
@@ -305,8 +306,8 @@ impl Engine {
 
     /// When the engine next needs `poll_transmit` called even without new
     /// packets (retransmissions, delayed ACKs, timeouts). `None`: only on input.
-    pub fn poll_at(&mut self) -> Option<Instant> {
-        let tcp = self.tcp.poll_at(self.now);
+    pub fn poll_at(&self) -> Option<Instant> {
+        let tcp = self.tcp.poll_at();
         let sweep = (self.tcp.len() > 0 || self.udp.len() > 0).then_some(self.next_sweep);
         let queued = (!self.tx.is_empty()).then_some(self.now);
         [tcp, sweep, queued].into_iter().flatten().min()

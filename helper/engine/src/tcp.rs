@@ -2,17 +2,21 @@
 //! `SocketSet`, plus the flow table that gives every 4-tuple its own socket.
 //!
 //! smoltcp has no accept hook: a socket in LISTEN takes the first SYN whose
-//! destination matches its listen endpoint, whatever the source. So the
-//! engine creates one listening socket per SYN, keyed by the full 4-tuple,
-//! immediately before feeding that SYN, and removes it if smoltcp did not
-//! accept it. No listener ever outlives one `handle_segment` call, so two
-//! clients connecting to the same destination can never share a socket.
-//! Once a socket leaves LISTEN, smoltcp matches it on the full 4-tuple.
+//! destination matches its listen endpoint, whatever the source, and
+//! `Interface::poll*` walks every socket of the `SocketSet` it is given, for
+//! every segment and every egress pass. So each flow owns a one-socket
+//! `SocketSet`, created with a listener for exactly its destination when its
+//! SYN arrives, and the engine hands smoltcp only the set of the flow a segment
+//! belongs to (looked up by 4-tuple). Two clients connecting to the same
+//! destination can never share a socket, and per-segment work does not grow
+//! with the number of flows. Segments no flow owns go to an empty set, and
+//! smoltcp answers them with RST. Egress runs only for flows whose smoltcp
+//! timer is due or that just saw activity, kept in an ordered timer set.
 //!
 //! This module must not parse or validate packets (`wire` does that first).
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -33,7 +37,11 @@ const ROUTE_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 #[allow(clippy::struct_excessive_bools)]
 #[derive(Debug)]
 struct TcpFlow {
+    /// This flow's own socket set, holding exactly one socket.
+    sockets: SocketSet<'static>,
     handle: SocketHandle,
+    /// This flow's entry in `TcpStack::timers`, if any.
+    deadline: Option<Instant>,
     src: SocketAddr,
     dst: SocketAddr,
     created: Instant,
@@ -50,7 +58,10 @@ struct TcpFlow {
 
 pub(crate) struct TcpStack {
     iface: Interface,
-    sockets: SocketSet<'static>,
+    /// Given to smoltcp for segments no flow owns, so that it answers RST.
+    empty: SocketSet<'static>,
+    /// When each flow next needs an egress pass.
+    timers: BTreeSet<(Instant, FlowId)>,
     by_tuple: HashMap<(SocketAddr, SocketAddr), FlowId>,
     flows: HashMap<FlowId, TcpFlow>,
     scratch: Vec<FlowId>,
@@ -91,7 +102,8 @@ impl TcpStack {
         let _ = iface.routes_mut().add_default_ipv6_route(ROUTE_GATEWAY_V6);
         Self {
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            empty: SocketSet::new(Vec::new()),
+            timers: BTreeSet::new(),
             by_tuple: HashMap::new(),
             flows: HashMap::new(),
             scratch: Vec::new(),
@@ -131,13 +143,17 @@ impl TcpStack {
                 // A new SYN on a tuple whose previous connection is over
                 // (TIME-WAIT or aborted) starts a fresh flow.
                 if self.is_over(id) {
+                    if self.flows.get(&id).is_some_and(|f| !f.finished) {
+                        // TIME-WAIT with unread data: its id dies now.
+                        events.push_back(Event::TcpReset { flow: id });
+                    }
                     self.remove(id);
                     flow = None;
                 }
             }
             if flow.is_none() {
                 if self.flows.len() >= self.max_flows {
-                    // No listener exists for it, so smoltcp answers RST.
+                    // Fed to the empty set below, so smoltcp answers RST.
                     counters.drop_packet(DropReason::TcpFlowLimit);
                 } else {
                     let id = next_id();
@@ -153,12 +169,17 @@ impl TcpStack {
             tx,
             mtu: self.mtu,
         };
-        self.iface
-            .poll_ingress_single(now, &mut port, &mut self.sockets);
+        let sockets = match flow.and_then(|id| self.flows.get_mut(&id)) {
+            Some(f) => &mut f.sockets,
+            None => &mut self.empty,
+        };
+        self.iface.poll_ingress_single(now, &mut port, sockets);
 
-        if let Some(id) = opened {
-            let handle = self.flows[&id].handle;
-            if self.sockets.get::<tcp::Socket<'_>>(handle).state() == State::Listen {
+        let Some(id) = flow else {
+            return;
+        };
+        if opened.is_some() {
+            if self.socket(id).is_none_or(|s| s.state() == State::Listen) {
                 // smoltcp refused the SYN; never leave a listener behind.
                 self.remove(id);
                 return;
@@ -166,12 +187,11 @@ impl TcpStack {
             counters.tcp_flows_opened += 1;
             events.push_back(Event::TcpOpened { flow: id, src, dst });
         }
-        if let Some(id) = flow {
-            if let Some(f) = self.flows.get_mut(&id) {
-                f.last_activity = now;
-            }
-            self.update(id, events);
+        if let Some(f) = self.flows.get_mut(&id) {
+            f.last_activity = now;
         }
+        self.update(id, events);
+        self.refresh_timer(id, now);
     }
 
     fn open(&mut self, id: FlowId, src: SocketAddr, dst: SocketAddr, now: Instant) {
@@ -189,12 +209,15 @@ impl TcpStack {
         };
         // Cannot fail: the port is non-zero (checked by `wire`) and the socket is fresh.
         let _ = socket.listen(endpoint);
-        let handle = self.sockets.add(socket);
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let handle = sockets.add(socket);
         self.by_tuple.insert((src, dst), id);
         self.flows.insert(
             id,
             TcpFlow {
+                sockets,
                 handle,
+                deadline: None,
                 src,
                 dst,
                 created: now,
@@ -209,11 +232,21 @@ impl TcpStack {
         );
     }
 
+    fn socket(&self, id: FlowId) -> Option<&tcp::Socket<'static>> {
+        let f = self.flows.get(&id)?;
+        Some(f.sockets.get::<tcp::Socket<'static>>(f.handle))
+    }
+
+    fn socket_mut(&mut self, id: FlowId) -> Option<&mut tcp::Socket<'static>> {
+        let f = self.flows.get_mut(&id)?;
+        Some(f.sockets.get_mut::<tcp::Socket<'static>>(f.handle))
+    }
+
     fn is_over(&self, id: FlowId) -> bool {
         self.flows.get(&id).is_none_or(|f| {
             f.finished
                 || matches!(
-                    self.sockets.get::<tcp::Socket<'_>>(f.handle).state(),
+                    f.sockets.get::<tcp::Socket<'_>>(f.handle).state(),
                     State::TimeWait | State::Closed
                 )
         })
@@ -221,7 +254,9 @@ impl TcpStack {
 
     fn remove(&mut self, id: FlowId) {
         if let Some(f) = self.flows.remove(&id) {
-            self.sockets.remove(f.handle);
+            if let Some(at) = f.deadline {
+                self.timers.remove(&(at, id));
+            }
             if let Entry::Occupied(e) = self.by_tuple.entry((f.src, f.dst)) {
                 if *e.get() == id {
                     e.remove();
@@ -230,16 +265,34 @@ impl TcpStack {
         }
     }
 
+    /// Re-file the flow in the timer set at smoltcp's next deadline for it.
+    fn refresh_timer(&mut self, id: FlowId, now: Instant) {
+        let Some(f) = self.flows.get_mut(&id) else {
+            return;
+        };
+        let at = self.iface.poll_at(now, &f.sockets);
+        if at == f.deadline {
+            return;
+        }
+        if let Some(old) = f.deadline {
+            self.timers.remove(&(old, id));
+        }
+        if let Some(new) = at {
+            self.timers.insert((new, id));
+        }
+        f.deadline = at;
+    }
+
     /// Emit the events the socket's state now calls for.
     fn update(&mut self, id: FlowId, events: &mut VecDeque<Event>) {
         let Some(f) = self.flows.get_mut(&id) else {
             return;
         };
-        let socket = self.sockets.get::<tcp::Socket<'_>>(f.handle);
-        let state = socket.state();
         if f.finished {
             return;
         }
+        let socket = f.sockets.get::<tcp::Socket<'_>>(f.handle);
+        let state = socket.state();
         if matches!(
             state,
             State::CloseWait | State::LastAck | State::Closing | State::TimeWait
@@ -272,18 +325,49 @@ impl TcpStack {
         }
     }
 
-    /// Transmit what the sockets have queued, then look at timers.
-    pub(crate) fn poll_egress(&mut self, now: Instant, tx: &mut TxQueue) {
-        let mut port = TunPort {
-            rx: None,
-            tx,
-            mtu: self.mtu,
-        };
-        self.iface.poll_egress(now, &mut port, &mut self.sockets);
+    /// Run an egress pass for every flow whose timer is due (activity marks a
+    /// flow due at once), while the outbound queue has room.
+    pub(crate) fn poll_egress(
+        &mut self,
+        now: Instant,
+        tx: &mut TxQueue,
+        events: &mut VecDeque<Event>,
+    ) {
+        let mut due = std::mem::take(&mut self.scratch);
+        due.clear();
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(f) = self.flows.get_mut(&id) {
+                f.deadline = None;
+            }
+            due.push(id);
+        }
+        for &id in &due {
+            if tx.is_full() {
+                // Still due: re-filed below at smoltcp's (past) deadline.
+                continue;
+            }
+            if let Some(f) = self.flows.get_mut(&id) {
+                let mut port = TunPort {
+                    rx: None,
+                    tx: &mut *tx,
+                    mtu: self.mtu,
+                };
+                self.iface.poll_egress(now, &mut port, &mut f.sockets);
+            }
+            self.update(id, events);
+        }
+        for &id in &due {
+            self.refresh_timer(id, now);
+        }
+        self.scratch = due;
     }
 
-    /// Visit every flow: idle and handshake timeouts, state changes made by
-    /// smoltcp's own timers, and removal of finished sockets.
+    /// Visit every flow: idle and handshake timeouts, and removal of finished
+    /// sockets. Runs about once a second, so its O(flows) cost is amortised.
     pub(crate) fn sweep(&mut self, now: Instant, events: &mut VecDeque<Event>) {
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
@@ -292,23 +376,25 @@ impl TcpStack {
             let Some(f) = self.flows.get(&id) else {
                 continue;
             };
-            let state = self.sockets.get::<tcp::Socket<'_>>(f.handle).state();
+            let state = f.sockets.get::<tcp::Socket<'_>>(f.handle).state();
             let idle = now - f.last_activity >= self.idle_timeout;
             let stuck = state == State::SynReceived && now - f.created >= self.handshake_timeout;
             if !f.finished && (idle || stuck) {
-                let handle = f.handle;
-                self.sockets.get_mut::<tcp::Socket<'_>>(handle).abort();
+                if let Some(socket) = self.socket_mut(id) {
+                    socket.abort();
+                }
                 if let Some(f) = self.flows.get_mut(&id) {
                     f.finished = true;
                 }
                 events.push_back(Event::TcpReset { flow: id });
+                self.refresh_timer(id, now);
             } else {
                 self.update(id, events);
             }
             // Reap finished flows once smoltcp is done with the socket (RST
             // sent, TIME-WAIT over). Until then `recv` on them returns 0.
             if let Some(f) = self.flows.get(&id) {
-                let socket = self.sockets.get::<tcp::Socket<'_>>(f.handle);
+                let socket = f.sockets.get::<tcp::Socket<'_>>(f.handle);
                 if f.finished
                     && socket.state() == State::Closed
                     && socket.remote_endpoint().is_none()
@@ -320,8 +406,9 @@ impl TcpStack {
         self.scratch = ids;
     }
 
-    pub(crate) fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.iface.poll_at(now, &self.sockets)
+    /// The earliest flow deadline.
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _)| at)
     }
 
     fn live(&mut self, id: FlowId) -> Result<&mut TcpFlow, FlowError> {
@@ -340,17 +427,15 @@ impl TcpStack {
     ) -> Result<usize, FlowError> {
         let f = self.live(id)?;
         f.last_activity = now;
-        let handle = f.handle;
-        let socket = self.sockets.get_mut::<tcp::Socket<'_>>(handle);
+        let socket = f.sockets.get_mut::<tcp::Socket<'_>>(f.handle);
         let n = socket
             .send_slice(data)
             .map_err(|_| FlowError::WriteClosed(id))?;
         if n < data.len() {
-            if let Some(f) = self.flows.get_mut(&id) {
-                f.writable_sent = false;
-            }
+            f.writable_sent = false;
         }
         self.update(id, events);
+        self.refresh_timer(id, now);
         Ok(n)
     }
 
@@ -366,16 +451,15 @@ impl TcpStack {
             return Ok(0);
         }
         f.last_activity = now;
-        let handle = f.handle;
-        let socket = self.sockets.get_mut::<tcp::Socket<'_>>(handle);
+        let socket = f.sockets.get_mut::<tcp::Socket<'_>>(f.handle);
         // Finished (FIN read) and not-yet-established both mean "nothing to read".
         let n = socket.recv_slice(buf).unwrap_or(0);
         if !socket.can_recv() {
-            if let Some(f) = self.flows.get_mut(&id) {
-                f.readable_sent = false;
-            }
+            f.readable_sent = false;
         }
         self.update(id, events);
+        // Reading may open the window enough for smoltcp to announce it.
+        self.refresh_timer(id, now);
         Ok(n)
     }
 
@@ -388,19 +472,19 @@ impl TcpStack {
         let f = self.live(id)?;
         f.last_activity = now;
         f.write_shut = true;
-        let handle = f.handle;
-        self.sockets.get_mut::<tcp::Socket<'_>>(handle).close();
+        f.sockets.get_mut::<tcp::Socket<'_>>(f.handle).close();
         self.update(id, events);
+        self.refresh_timer(id, now);
         Ok(())
     }
 
-    pub(crate) fn abort(&mut self, id: FlowId) -> Result<(), FlowError> {
+    pub(crate) fn abort(&mut self, id: FlowId, now: Instant) -> Result<(), FlowError> {
         let f = self.live(id)?;
         f.finished = true;
-        let handle = f.handle;
         // smoltcp sends one RST from CLOSED while the socket still has its
         // 4-tuple; the sweep removes it once that is done.
-        self.sockets.get_mut::<tcp::Socket<'_>>(handle).abort();
+        f.sockets.get_mut::<tcp::Socket<'_>>(f.handle).abort();
+        self.refresh_timer(id, now);
         Ok(())
     }
 

@@ -24,33 +24,37 @@ pub enum EchoPolicy {
 pub struct EngineConfig {
     /// Tunnel MTU: larger inbound packets are dropped, TCP MSS derives from it,
     /// and [`Engine::poll_transmit`](crate::Engine::poll_transmit) never emits more.
+    /// Default 1500; 1280..=65535.
     pub mtu: usize,
     /// Destinations the engine terminates. Empty means every destination.
     pub routed: Vec<IpCidr>,
     /// ICMP echo handling.
     pub echo: EchoPolicy,
     /// Maximum concurrent TCP flows (sockets in any state, TIME-WAIT included).
-    /// A SYN beyond it is answered with RST and counted.
+    /// A SYN beyond it is answered with RST and counted. Default 10,000.
     pub max_tcp_flows: usize,
-    /// Per-flow receive buffer (client → daemon), bytes. Also the advertised window.
+    /// Per-flow receive buffer (client → daemon), bytes; the advertised
+    /// window, scaled (RFC 7323) above 64 KiB. Allocated per flow. Default 8 KiB.
     pub tcp_rx_buffer: usize,
-    /// Per-flow transmit buffer (daemon → client), bytes.
+    /// Per-flow transmit buffer (daemon → client), bytes. Allocated per flow.
+    /// Default 16 KiB.
     pub tcp_tx_buffer: usize,
     /// A flow with no segment in either direction and no API activity for this
-    /// long is reset.
+    /// long is reset. Default 7440 s (RFC 5382 REQ-5).
     pub tcp_idle_timeout: Duration,
     /// A flow with unacknowledged data whose client sends nothing for this
-    /// long is reset (the client vanished). smoltcp's `set_timeout`.
+    /// long is reset (the client vanished). smoltcp's `set_timeout`. Default 120 s.
     pub tcp_unacked_timeout: Duration,
-    /// A flow still in SYN-RECEIVED after this long is dropped.
+    /// A flow still in SYN-RECEIVED after this long is dropped. Default 20 s.
     pub tcp_handshake_timeout: Duration,
     /// Maximum UDP mappings. A datagram needing a new one beyond it is dropped.
+    /// Default 4096.
     pub max_udp_mappings: usize,
-    /// Idle timeout of a UDP mapping.
+    /// Idle timeout of a UDP mapping. Default 60 s.
     pub udp_idle_timeout: Duration,
-    /// Idle timeout of a UDP mapping whose destination port is 53 (DNS).
+    /// Idle timeout of a UDP mapping whose destination port is 53 (DNS). Default 10 s.
     pub udp_dns_idle_timeout: Duration,
-    /// Maximum packets waiting in the outbound queue.
+    /// Maximum packets waiting in the outbound queue. Default 1024.
     pub tx_queue_len: usize,
     /// Seed for TCP initial sequence numbers and ports. Must differ per run;
     /// the default draws it from the standard library's per-process random keys.

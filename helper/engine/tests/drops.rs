@@ -340,3 +340,39 @@ fn trailing_bytes_after_ipv4_total_length_are_ignored() {
     assert_eq!(out.len(), 1);
     assert_eq!(check_packet(&out[0]).dst, IpAddr::from(CLIENT_V4));
 }
+
+#[test]
+fn replies_beyond_the_outbound_queue_are_tx_queue_full() {
+    let mut e = engine_with(EngineConfig {
+        tx_queue_len: 2,
+        ..EngineConfig::default()
+    });
+    for _ in 0..5 {
+        e.handle_packet(&ping_v4(), Instant::ZERO);
+    }
+    assert_eq!(e.counters().drops(DropReason::TxQueueFull), 3);
+    assert_eq!(drain_packets(&mut e, Instant::ZERO).len(), 2);
+}
+
+#[test]
+fn every_drop_reason_has_a_test_in_this_file() {
+    // Reasons covered elsewhere: TcpFlowLimit (tests/tcp.rs), EchoPolicyDrop
+    // and IcmpNotEcho (tests/icmp.rs).
+    let file = include_str!("drops.rs");
+    // Only the tests above this one count.
+    let tests = &file[..file
+        .find("fn every_drop_reason_has_a_test_in_this_file")
+        .unwrap()];
+    let elsewhere = [
+        DropReason::TcpFlowLimit,
+        DropReason::EchoPolicyDrop,
+        DropReason::IcmpNotEcho,
+    ];
+    for r in DropReason::ALL {
+        let name = format!("DropReason::{r:?}");
+        assert!(
+            elsewhere.contains(&r) || tests.contains(&name),
+            "no test for {name}"
+        );
+    }
+}

@@ -465,15 +465,12 @@ fn vanished_client_with_unacked_data_is_reset() {
     h.conns[c].shutdown_after_send = false;
     assert!(h.run_until(Duration::from_secs(5), |h| h.conns[0].received.bytes > 0));
     // The client disappears: nothing crosses the link any more.
-    eprintln!("t0 {} flows {:?}", h.now, h.daemon.flows.values().map(|f| (f.sent, f.writable)).collect::<Vec<_>>());
     h.faults.loss_permille = 1000;
     assert!(!h.run_until(Duration::from_secs(100), |h| h
         .daemon
         .flows
         .values()
         .any(|f| f.reset)));
-    eprintln!("t1 {} log {:?} n {} poll_at {:?}", h.now, h.daemon.log, h.engine.tcp_flow_count(), h.engine.poll_at());
-    for _ in 0..70 { h.run_until(Duration::from_secs(1), |_| false); eprintln!("t {} log {} poll_at {:?} pk {}", h.now, h.daemon.log.len(), h.engine.poll_at(), h.engine_packets); }
     assert!(h.run_until(Duration::from_secs(60), |h| h
         .daemon
         .flows
@@ -516,4 +513,76 @@ fn backpressure_send_returns_what_fit() {
     let flow = h.daemon.opened[0];
     assert_eq!(h.engine.tcp_send(flow, &[0u8; 10_000]), Ok(4096));
     assert_eq!(h.engine.tcp_send(flow, &[0u8; 10]), Ok(0));
+}
+
+#[test]
+fn new_syn_on_a_tuple_in_time_wait_opens_a_fresh_flow() {
+    let mut h = checked(config());
+    h.daemon.script = DaemonScript {
+        send: 10,
+        ..DaemonScript::default()
+    };
+    // First connection: the daemon closes first, so the engine's socket ends
+    // in TIME-WAIT once the client closes too.
+    let first = h.connect(server(80), 45000, 0, 4096);
+    h.conns[first].shutdown_after_send = false;
+    assert!(
+        h.run_until(Duration::from_secs(5), |h| h.client_socket(first).state()
+            == State::CloseWait)
+    );
+    h.conns[first].shutdown_after_send = true;
+    assert!(
+        h.run_until(Duration::from_secs(5), |h| h.client_socket(first).state()
+            == State::Closed)
+    );
+    assert!(
+        h.daemon.flows.values().all(|f| f.closed),
+        "{:?}",
+        h.daemon.log
+    );
+    assert_eq!(h.engine.tcp_flow_count(), 1, "lingering in TIME-WAIT");
+    // The client reuses the port at once.
+    let second = h.connect(server(80), 45000, 0, 4096);
+    h.conns[second].shutdown_after_send = false;
+    assert!(
+        h.run_until(Duration::from_secs(5), |h| h.conns[second].received.bytes
+            == 10)
+    );
+    assert_eq!(h.daemon.opened.len(), 2);
+    assert_ne!(h.daemon.opened[0], h.daemon.opened[1]);
+}
+
+#[test]
+fn readable_is_edge_triggered_and_backpressures_the_client() {
+    let mut h = checked(config());
+    h.daemon.script = DaemonScript {
+        ignore_readable: true,
+        shutdown_after_send: false,
+        ..DaemonScript::default()
+    };
+    let c = h.connect(server(80), 40011, 100_000, 4096);
+    h.conns[c].shutdown_after_send = false;
+    let readable = |h: &Harness| {
+        h.daemon
+            .log
+            .iter()
+            .filter(|e| matches!(e, Event::TcpReadable { .. }))
+            .count()
+    };
+    // The daemon does not read: the receive buffer (8 KiB) fills, the client
+    // stalls on a zero window, and the event is not repeated.
+    h.run_until(Duration::from_secs(5), |_| false);
+    assert_eq!(readable(&h), 1);
+    assert!(h.conns[c].sent < 100_000, "client held back by the window");
+    // Draining re-arms the event, and the transfer resumes to the end.
+    let flow = h.daemon.opened[0];
+    h.daemon.read_all(&mut h.engine, flow);
+    assert!(h.run_until(Duration::from_secs(5), |h| readable(h) == 2));
+    for _ in 0..200 {
+        h.daemon.read_all(&mut h.engine, flow);
+        h.run_until(Duration::from_millis(20), |_| false);
+    }
+    let f = &h.daemon.flows[&flow];
+    assert_eq!(f.received.bytes, 100_000);
+    assert_eq!(f.received.mismatch_at, None);
 }

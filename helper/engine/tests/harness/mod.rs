@@ -98,6 +98,8 @@ pub struct DaemonScript {
     pub send_after_read_closed: bool,
     /// Abort every flow as soon as it opens (upstream refused).
     pub abort_on_open: bool,
+    /// Ignore `TcpReadable` (an upstream that does not drain); see `Daemon::read_all`.
+    pub ignore_readable: bool,
 }
 
 impl Default for DaemonScript {
@@ -107,6 +109,7 @@ impl Default for DaemonScript {
             shutdown_after_send: true,
             send_after_read_closed: false,
             abort_on_open: false,
+            ignore_readable: false,
         }
     }
 }
@@ -152,17 +155,10 @@ impl Daemon {
                 }
             }
             Event::TcpReadable { flow } => {
-                let f = self.flows.get_mut(&flow).expect("readable before opened");
+                let f = self.flows.get(&flow).expect("readable before opened");
                 assert!(!f.read_closed, "readable after read-closed");
-                if self.scratch.len() < 65536 {
-                    self.scratch.resize(65536, 0);
-                }
-                loop {
-                    let n = engine.tcp_recv(flow, &mut self.scratch).unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    f.received.absorb(CLIENT_SEED, &self.scratch[..n]);
+                if !self.script.ignore_readable {
+                    self.read_all(engine, flow);
                 }
             }
             Event::TcpWritable { flow } => {
@@ -190,6 +186,21 @@ impl Daemon {
                 f.reset = true;
             }
             other => panic!("unexpected event {other:?}"),
+        }
+    }
+
+    /// Read `flow` until `tcp_recv` returns 0.
+    pub fn read_all(&mut self, engine: &mut Engine, flow: FlowId) {
+        if self.scratch.len() < 65536 {
+            self.scratch.resize(65536, 0);
+        }
+        let f = self.flows.get_mut(&flow).expect("read before opened");
+        loop {
+            let n = engine.tcp_recv(flow, &mut self.scratch).unwrap();
+            if n == 0 {
+                break;
+            }
+            f.received.absorb(CLIENT_SEED, &self.scratch[..n]);
         }
     }
 
@@ -440,8 +451,10 @@ impl Harness {
             self.wire(true, pkt, &mut out);
         }
         loop {
+            let mut handled = false;
             while let Some(ev) = self.engine.poll_event() {
                 self.daemon.handle(&mut self.engine, ev);
+                handled = true;
             }
             self.daemon.pump_writes(&mut self.engine);
             let mut produced = false;
@@ -464,8 +477,17 @@ impl Harness {
                     self.dev.rx.push_back(pkt);
                 }
             }
-            if !fed && !produced {
-                break;
+            if !fed && !produced && !handled {
+                // A final look: the last `poll_transmit` may have raised
+                // events (timeouts found by its sweep).
+                let mut late = false;
+                while let Some(ev) = self.engine.poll_event() {
+                    self.daemon.handle(&mut self.engine, ev);
+                    late = true;
+                }
+                if !late {
+                    break;
+                }
             }
         }
         self.client.poll(self.now, &mut self.dev, &mut self.sockets);
