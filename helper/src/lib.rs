@@ -5,7 +5,9 @@
 //! control plane (`control`: authorisation and the Unix-socket server).
 
 pub mod control;
+pub mod daemon;
 pub mod platform;
 pub mod relay;
 pub mod routes;
 pub mod state;
+pub mod tunnel;

@@ -77,10 +77,24 @@ impl FakePlatform {
     }
 }
 
-impl Platform for FakePlatform {
-    type Device = ();
+/// A device that never delivers a packet and swallows every one sent.
+#[derive(Debug)]
+pub struct FakeDevice;
 
-    fn create_device(&self, config: &DeviceConfig) -> Result<((), String), PlatformError> {
+impl crate::tunnel::PacketDevice for FakeDevice {
+    async fn recv(&self, _buf: &mut [u8]) -> io::Result<usize> {
+        std::future::pending().await
+    }
+
+    async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+}
+
+impl Platform for FakePlatform {
+    type Device = FakeDevice;
+
+    fn create_device(&self, config: &DeviceConfig) -> Result<(FakeDevice, String), PlatformError> {
         let mut s = self.state();
         let name = config
             .name
@@ -88,7 +102,7 @@ impl Platform for FakePlatform {
             .unwrap_or_else(|| format!("tun{}", s.next_device));
         s.next_device += 1;
         s.calls.push(Call::CreateDevice(name.clone()));
-        Ok(((), name))
+        Ok((FakeDevice, name))
     }
 
     async fn add_route(&self, entry: &RouteEntry) -> Result<(), PlatformError> {

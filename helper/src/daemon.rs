@@ -1,0 +1,500 @@
+//! The daemon: owns every tunnel (device, data plane, routes), the route
+//! ledger and the desired tunnels, and answers control requests.
+//!
+//! Order matters and is kept in one place:
+//! - start: sweep what the ledger says a crash left (S7), then bring back
+//!   the desired tunnels;
+//! - `up`: device, then routes (each ledgered, installed, read back), then
+//!   the data plane; any failure undoes what was done, newest first;
+//! - `down` and shutdown: data plane, then routes, then the device.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, Mutex};
+use tokio::task::JoinHandle;
+use ztun_engine::{EngineConfig, IpCidr};
+use ztun_proto::{
+    DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, InstalledRoute, Reply, Request,
+    RouteChange, TunnelName, TunnelSpec, TunnelState, TunnelStatus, Upstream, PROTOCOL_VERSION,
+};
+
+use crate::control::Handler;
+use crate::platform::{DeviceConfig, Platform};
+use crate::relay::echo::EchoForwarder;
+use crate::routes::{self, PhysicalGateway, RouteEntry, RouteError, RouteLedger, RouteTarget};
+use crate::state::{DesiredTunnels, Loaded};
+use crate::tunnel::{self, Binder, SharedCounters};
+
+/// Events kept for a watcher that falls behind before it is told so.
+const EVENT_BACKLOG: usize = 256;
+
+struct Tunnel {
+    spec: TunnelSpec,
+    interface: String,
+    routes: Vec<RouteEntry>,
+    installed: Vec<InstalledRoute>,
+    counters: SharedCounters,
+    since: i64,
+    data_plane: JoinHandle<()>,
+}
+
+impl Tunnel {
+    fn status(&self) -> TunnelStatus {
+        let mut spec = self.spec.clone();
+        spec.upstream = spec.upstream.redacted();
+        TunnelStatus {
+            spec,
+            interface: self.interface.clone(),
+            state: if self.data_plane.is_finished() {
+                TunnelState::Degraded
+            } else {
+                TunnelState::Up
+            },
+            routes: self.installed.clone(),
+            counters: self
+                .counters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            since: self.since,
+        }
+    }
+}
+
+struct State {
+    ledger: RouteLedger,
+    desired: DesiredTunnels,
+    tunnels: BTreeMap<TunnelName, Tunnel>,
+}
+
+pub struct Daemon<P: Platform> {
+    platform: Arc<P>,
+    state: Mutex<State>,
+    events: broadcast::Sender<Event>,
+}
+
+impl<P: Platform> std::fmt::Debug for Daemon<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").finish_non_exhaustive()
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(code, message)
+}
+
+fn route_error(e: &RouteError) -> ErrorReply {
+    match e {
+        RouteError::Ledger(_) => error(ErrorCode::Internal, e.to_string()),
+        _ => error(ErrorCode::Platform, e.to_string()),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl<P: Platform> Daemon<P> {
+    /// Opens the state in `state_dir`, sweeps routes a crash left behind and
+    /// brings back the desired tunnels. Problems with either are logged and
+    /// reported as events, never fatal.
+    pub async fn start(platform: P, state_dir: &Path) -> io::Result<Self> {
+        let (mut ledger, ledger_loaded) = RouteLedger::open(state_dir)?;
+        let (desired, desired_loaded) = DesiredTunnels::open(state_dir)?;
+        for (what, loaded) in [
+            ("route ledger", &ledger_loaded),
+            ("desired tunnels", &desired_loaded),
+        ] {
+            if let Loaded::Corrupt { moved_to, reason } = loaded {
+                tracing::warn!(
+                    "{what} was unreadable ({reason}); moved to {}",
+                    moved_to.display()
+                );
+            }
+        }
+        let platform = Arc::new(platform);
+        match routes::sweep(&*platform, &mut ledger).await {
+            Ok(swept) if !swept.is_empty() => {
+                tracing::info!(
+                    "removed {} route(s) left by a previous run: {swept:?}",
+                    swept.len()
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "could not remove every leftover route: {e}; they stay in the ledger"
+            ),
+        }
+        let restore = desired.specs().to_vec();
+        let daemon = Self {
+            platform,
+            state: Mutex::new(State {
+                ledger,
+                desired,
+                tunnels: BTreeMap::new(),
+            }),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+        };
+        for spec in restore {
+            let name = spec.name.clone();
+            match daemon.up(spec).await {
+                Ok(t) => tracing::info!("restored tunnel {name} on {}", t.interface),
+                Err(e) => {
+                    tracing::warn!("could not restore tunnel {name}: {}", e.message);
+                    daemon.emit(Event::Error {
+                        name: Some(name),
+                        message: format!("not restored: {}", e.message),
+                    });
+                }
+            }
+        }
+        Ok(daemon)
+    }
+
+    fn emit(&self, event: Event) {
+        // No subscribers is not an error.
+        let _ = self.events.send(event);
+    }
+
+    async fn up(&self, spec: TunnelSpec) -> Result<TunnelStatus, ErrorReply> {
+        if let Upstream::Socks5(_) = spec.upstream {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                "tunnel.upstream: this helper relays directly only; SOCKS5 upstreams are not built yet (use direct)",
+            ));
+        }
+        let mut state = self.state.lock().await;
+        if state.tunnels.contains_key(&spec.name) {
+            return Err(error(
+                ErrorCode::Exists,
+                format!("tunnel {} is already up; take it down first", spec.name),
+            ));
+        }
+        let physical = self
+            .platform
+            .physical_gateway()
+            .await
+            .map_err(|e| error(ErrorCode::Platform, e.to_string()))?;
+        let (device, interface) = self.create_device(&state, &spec)?;
+        let plan = routes::plan(&spec, &interface, physical.as_ref(), &[])
+            .map_err(|e| error(ErrorCode::Platform, e.to_string()))?;
+        let bind = self.binder(physical.as_ref());
+        let echo = match spec.icmp {
+            EchoPolicy::Forward => Some(
+                EchoForwarder::new(spec.ipv6.is_some(), echo_ident(&interface), &*bind).map_err(
+                    |e| {
+                        error(
+                            ErrorCode::Platform,
+                            format!("cannot open the ICMP relay: {e}"),
+                        )
+                    },
+                )?,
+            ),
+            EchoPolicy::Reply | EchoPolicy::Drop => None,
+        };
+        let installed = routes::install(&*self.platform, &mut state.ledger, &plan)
+            .await
+            .map_err(|e| route_error(&e))?;
+        let counters = SharedCounters::default();
+        let config = engine_config(&spec);
+        let data_plane = tokio::spawn({
+            let (counters, events, name) = (
+                Arc::clone(&counters),
+                self.events.clone(),
+                spec.name.clone(),
+            );
+            async move {
+                if let Err(e) = tunnel::run(Arc::new(device), config, echo, bind, counters).await {
+                    tracing::error!("tunnel {name}: data plane stopped: {e}");
+                    let _ = events.send(Event::Error {
+                        name: Some(name),
+                        message: format!("data plane stopped: {e}"),
+                    });
+                }
+            }
+        });
+        if let Err(e) = state.desired.want(&spec) {
+            tracing::warn!(
+                "tunnel {} will not be restored after a restart: {e}",
+                spec.name
+            );
+        }
+        let tunnel = Tunnel {
+            spec,
+            interface,
+            routes: plan,
+            installed,
+            counters,
+            since: unix_now(),
+            data_plane,
+        };
+        let status = tunnel.status();
+        for r in &tunnel.installed {
+            self.emit(Event::Route {
+                name: tunnel.spec.name.clone(),
+                change: RouteChange::Added,
+                route: r.clone(),
+            });
+        }
+        state.tunnels.insert(tunnel.spec.name.clone(), tunnel);
+        self.emit(Event::Tunnel(Box::new(status.clone())));
+        Ok(status)
+    }
+
+    /// `ztunN` for the first N no tunnel of ours uses; a name someone else
+    /// holds on the system makes the kernel refuse and the next is tried.
+    fn create_device(
+        &self,
+        state: &State,
+        spec: &TunnelSpec,
+    ) -> Result<(P::Device, String), ErrorReply> {
+        let mut last = None;
+        for n in 0..16 {
+            let name = format!("ztun{n}");
+            if state.tunnels.values().any(|t| t.interface == name) {
+                continue;
+            }
+            let config = DeviceConfig {
+                name: Some(name),
+                address: spec.address,
+                peer: spec.peer,
+                ipv6: spec.ipv6,
+                mtu: spec.mtu,
+            };
+            match self.platform.create_device(&config) {
+                Ok(created) => return Ok(created),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(error(
+            ErrorCode::Platform,
+            last.map_or_else(
+                || "no free ztun interface name".to_owned(),
+                |e| e.to_string(),
+            ),
+        ))
+    }
+
+    fn binder(&self, physical: Option<&PhysicalGateway>) -> Binder {
+        let platform = Arc::clone(&self.platform);
+        let interface = physical.map(|p| p.interface.clone());
+        Arc::new(move |socket| match &interface {
+            Some(i) => platform.bind_to_interface(socket, i),
+            // No default route: nothing to pin to, and nothing to loop through.
+            None => Ok(()),
+        })
+    }
+
+    /// Stops the data plane, removes the routes, closes the device.
+    async fn teardown(&self, state: &mut State, name: &TunnelName) -> Result<(), ErrorReply> {
+        let Some(tunnel) = state.tunnels.remove(name) else {
+            return Err(error(
+                ErrorCode::NotFound,
+                format!("no tunnel named {name}; see ztunctl status"),
+            ));
+        };
+        tunnel.data_plane.abort();
+        let _ = tunnel.data_plane.await;
+        let result = routes::remove(&*self.platform, &mut state.ledger, &tunnel.routes).await;
+        for r in &tunnel.installed {
+            self.emit(Event::Route {
+                name: name.clone(),
+                change: RouteChange::Removed,
+                route: r.clone(),
+            });
+        }
+        self.emit(Event::Down { name: name.clone() });
+        result.map_err(|e| route_error(&e))
+    }
+
+    async fn down(&self, target: DownTarget) -> Result<(), ErrorReply> {
+        let mut state = self.state.lock().await;
+        let names: Vec<TunnelName> = match target {
+            DownTarget::Name(n) => vec![n],
+            DownTarget::All => state.tunnels.keys().cloned().collect(),
+        };
+        let mut first_error = None;
+        for name in names {
+            let result = self.teardown(&mut state, &name).await;
+            if !matches!(&result, Err(e) if e.code == ErrorCode::NotFound) {
+                if let Err(e) = state.desired.forget(&name) {
+                    tracing::warn!("tunnel {name} may come back after a restart: {e}");
+                }
+            }
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Takes every tunnel down for a clean exit, keeping the desired set so
+    /// they come back at the next start.
+    pub async fn shutdown(&self) {
+        let mut state = self.state.lock().await;
+        let names: Vec<TunnelName> = state.tunnels.keys().cloned().collect();
+        for name in names {
+            if let Err(e) = self.teardown(&mut state, &name).await {
+                tracing::warn!("tunnel {name}: {}", e.message);
+            }
+        }
+    }
+
+    async fn change_routes(
+        &self,
+        name: &TunnelName,
+        routes: &[ipnet::IpNet],
+        add: bool,
+    ) -> Result<TunnelStatus, ErrorReply> {
+        let mut state = self.state.lock().await;
+        let State {
+            ledger, tunnels, ..
+        } = &mut *state;
+        let Some(tunnel) = tunnels.get_mut(name) else {
+            return Err(error(
+                ErrorCode::NotFound,
+                format!("no tunnel named {name}; see ztunctl status"),
+            ));
+        };
+        if add
+            && routes.iter().any(|r| matches!(r, ipnet::IpNet::V6(_)))
+            && tunnel.spec.ipv6.is_none()
+        {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                "routes: an IPv6 route needs a tunnel with an IPv6 address",
+            ));
+        }
+        let entries: Vec<RouteEntry> = routes
+            .iter()
+            .map(|dst| RouteEntry {
+                tunnel: name.clone(),
+                dst: *dst,
+                target: RouteTarget::Tunnel {
+                    interface: tunnel.interface.clone(),
+                },
+            })
+            .filter(|e| add != tunnel.routes.contains(e))
+            .collect();
+        if add {
+            let installed = routes::install(&*self.platform, ledger, &entries)
+                .await
+                .map_err(|e| route_error(&e))?;
+            for r in &installed {
+                self.emit(Event::Route {
+                    name: name.clone(),
+                    change: RouteChange::Added,
+                    route: r.clone(),
+                });
+            }
+            tunnel.routes.extend(entries);
+            tunnel.installed.extend(installed);
+            for r in routes {
+                if !tunnel.spec.routes.contains(r) {
+                    tunnel.spec.routes.push(*r);
+                }
+            }
+        } else {
+            routes::remove(&*self.platform, ledger, &entries)
+                .await
+                .map_err(|e| route_error(&e))?;
+            tunnel.routes.retain(|e| !entries.contains(e));
+            tunnel.installed.retain(|r| !routes.contains(&r.route));
+            tunnel.spec.routes.retain(|r| !routes.contains(r));
+            for r in &entries {
+                let route = InstalledRoute {
+                    route: r.dst,
+                    interface: tunnel.interface.clone(),
+                    gateway: None,
+                };
+                self.emit(Event::Route {
+                    name: name.clone(),
+                    change: RouteChange::Removed,
+                    route,
+                });
+            }
+        }
+        let spec = tunnel.spec.clone();
+        if let Err(e) = state.desired.want(&spec) {
+            tracing::warn!("route change on {name} will not survive a restart: {e}");
+        }
+        Ok(state.tunnels[name].status())
+    }
+}
+
+/// The ICMP identifier for a tunnel's forwarder: distinct per interface, so
+/// two tunnels' raw sockets never claim each other's replies.
+fn echo_ident(interface: &str) -> u16 {
+    let n: u16 = interface
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(0);
+    let pid = u16::try_from(std::process::id() & 0xff).unwrap_or(0);
+    0x7a00 ^ (pid << 4) ^ n
+}
+
+fn engine_config(spec: &TunnelSpec) -> EngineConfig {
+    EngineConfig {
+        mtu: usize::from(spec.mtu),
+        // The kernel routes only our prefixes into the tunnel, and route.add
+        // can widen them while the tunnel runs, so the engine takes every
+        // destination it is given.
+        routed: Vec::<IpCidr>::new(),
+        echo: match spec.icmp {
+            EchoPolicy::Reply => ztun_engine::EchoPolicy::Reply,
+            EchoPolicy::Forward => ztun_engine::EchoPolicy::Forward,
+            EchoPolicy::Drop => ztun_engine::EchoPolicy::Drop,
+        },
+        // Flows end in the helper; large buffers cost memory only when used.
+        tcp_rx_buffer: 64 * 1024,
+        tcp_tx_buffer: 64 * 1024,
+        ..EngineConfig::default()
+    }
+}
+
+impl<P: Platform> Handler for Daemon<P> {
+    async fn handle(&self, request: Request) -> Result<Reply, ErrorReply> {
+        match request {
+            Request::Version => Ok(Reply::Version {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                protocol: PROTOCOL_VERSION,
+            }),
+            Request::Up(spec) => self.up(spec).await.map(|s| Reply::Tunnel(Box::new(s))),
+            Request::Down(target) => self.down(target).await.map(|()| Reply::Done),
+            Request::Status(name) => {
+                let state = self.state.lock().await;
+                let all = state
+                    .tunnels
+                    .values()
+                    .filter(|t| name.as_ref().is_none_or(|n| &t.spec.name == n));
+                let list: Vec<TunnelStatus> = all.map(Tunnel::status).collect();
+                match name {
+                    Some(n) if list.is_empty() => Err(error(
+                        ErrorCode::NotFound,
+                        format!("no tunnel named {n}; see ztunctl status"),
+                    )),
+                    _ => Ok(Reply::Tunnels(list)),
+                }
+            }
+            Request::RouteAdd { name, routes } => self
+                .change_routes(&name, &routes, true)
+                .await
+                .map(|s| Reply::Tunnel(Box::new(s))),
+            Request::RouteRemove { name, routes } => self
+                .change_routes(&name, &routes, false)
+                .await
+                .map(|s| Reply::Tunnel(Box::new(s))),
+            Request::Watch(_) => Ok(Reply::Done),
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}

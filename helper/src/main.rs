@@ -1,0 +1,120 @@
+//! `ztun-helper`: parse flags, start logging, run the daemon until SIGTERM
+//! or SIGINT, then take every tunnel down in order.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The ztun root helper: owns tunnel interfaces, their routes and the packet
+/// engine, and serves ztunctl and menu-bar apps on a control socket.
+#[derive(Debug, Parser)]
+#[command(name = "ztun-helper", version, max_term_width = 100)]
+struct Args {
+    /// Control socket to serve.
+    #[arg(long, default_value = ztun_proto::DEFAULT_SOCKET_PATH, value_name = "PATH")]
+    socket: PathBuf,
+
+    /// Where the route ledger and the desired tunnels are kept.
+    #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
+    state_dir: PathBuf,
+
+    /// Members of this group may change tunnels and routes (root always may).
+    #[arg(long, default_value = DEFAULT_ADMIN_GROUP, value_name = "GROUP")]
+    admin_group: String,
+}
+
+const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "macos") {
+    "/Library/Application Support/ztun"
+} else {
+    "/var/lib/ztun"
+};
+const DEFAULT_ADMIN_GROUP: &str = if cfg!(target_os = "macos") {
+    "admin"
+} else {
+    "ztun"
+};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ztun-helper: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ztun-helper: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn serve(args: Args) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use anyhow::Context as _;
+    use tokio::signal::unix::{signal, SignalKind};
+    use ztun_helper::control::unix::UnixServer;
+    use ztun_helper::control::AdminGroup;
+    use ztun_helper::daemon::Daemon;
+    use ztun_helper::platform::linux::LinuxPlatform;
+
+    let admins = AdminGroup::lookup(&args.admin_group)
+        .with_context(|| format!("cannot look up group {}", args.admin_group))?;
+    if admins.gid.is_none() {
+        tracing::warn!(
+            "group {} does not exist: only root may change tunnels",
+            admins.name
+        );
+    }
+    let platform =
+        LinuxPlatform::new().context("cannot open netlink; is this Linux with rtnetlink?")?;
+    let daemon = Arc::new(
+        Daemon::start(platform, &args.state_dir)
+            .await
+            .with_context(|| format!("cannot use state directory {}", args.state_dir.display()))?,
+    );
+    let server = UnixServer::bind(&args.socket)
+        .with_context(|| format!("cannot serve {}", args.socket.display()))?;
+    tracing::info!(
+        "serving {} (admin group {})",
+        server.path().display(),
+        admins.name
+    );
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        r = server.run(Arc::clone(&daemon), Arc::new(admins)) => r.context("control socket failed")?,
+        _ = term.recv() => tracing::info!("SIGTERM: taking tunnels down"),
+        _ = int.recv() => tracing::info!("SIGINT: taking tunnels down"),
+    }
+    // Stop accepting first (the server is dropped here, removing its
+    // socket), then routes and devices, in that order, tunnel by tunnel.
+    drop(server);
+    daemon.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn serve(_args: Args) -> std::future::Ready<anyhow::Result<()>> {
+    std::future::ready(Err(anyhow::anyhow!(
+        "this platform's backend (utun, PF_ROUTE, XPC) is not built yet; see issue 7"
+    )))
+}
