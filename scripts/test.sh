@@ -8,6 +8,8 @@ command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust wi
 if [ "$(id -u)" = 0 ] && { ! command -v ping >/dev/null || ! command -v ip >/dev/null; }; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iputils-ping >/dev/null
 fi
+# The end-to-end tests drive the real binaries: build them first.
+cargo build --workspace --locked --bins --quiet
 cargo test --workspace --locked --all-targets --no-fail-fast 2>&1 | tee /tmp/ztun-test.log | grep -E '^(test result|running|error|failures:|---- )|panicked'
 # Sum of all "test result" lines, so a run that executes no test is visible.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i; exit (f > 0 || p == 0) }' /tmp/ztun-test.log

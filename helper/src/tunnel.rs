@@ -350,8 +350,12 @@ impl DataPlane {
 
     fn udp_out(&mut self, flow: FlowId, dst: SocketAddr, payload: &[u8]) {
         if !self.udp.contains_key(&flow) {
-            let Ok(socket) = udp_socket(dst, &self.bind) else {
-                return;
+            let socket = match udp_socket(dst, &self.bind) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("UDP to {dst}: cannot open a socket: {e}");
+                    return;
+                }
             };
             let socket = Arc::new(socket);
             let task = self.tasks.spawn(udp_upstream(
@@ -362,8 +366,13 @@ impl DataPlane {
             self.udp.insert(flow, UdpFlow { socket, task });
         }
         if let Some(f) = self.udp.get(&flow) {
+            // A direct non-blocking send: tokio's try_send consults cached
+            // readiness, which a socket registered a moment ago does not
+            // have yet, and would drop the first datagram of every mapping.
             // A full socket buffer loses the datagram, as a busy link would.
-            let _ = f.socket.try_send(payload);
+            if let Err(e) = socket2::SockRef::from(&*f.socket).send(payload) {
+                tracing::debug!("UDP to {dst}: datagram lost: {e}");
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! ztun-tests: the end-to-end harness. Tests build their own network
 //! namespaces joined by veth links, run real programs inside them (the
 //! helper, ztunctl, ping, curl, iperf3, SOCKS servers) and take everything
-//! down again.
+//! down again. The e2e tests themselves are in `tests/linux_e2e.rs`.
 //!
 //! Rules it enforces (DESIGN.md §7):
 //! - Nothing is created in the root namespace: links are made with
@@ -217,4 +217,163 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     check()
+}
+
+/// A built binary of this workspace (`ztun-helper`, `ztunctl`), next to the
+/// test executable's directory.
+///
+/// # Panics
+/// When it is not built: `cargo test --workspace` (scripts/test.sh) builds it.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build -p ztun-helper -p ztunctl` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The end-to-end topology, as in `scripts/demo.sh`: a client namespace
+/// that runs the helper, with its default route over a veth to a server
+/// namespace that holds the destinations (203.0.113.5 and 203.0.113.200 on
+/// its loopback). All addresses are documentation addresses.
+#[derive(Debug)]
+pub struct Topology {
+    pub client: Netns,
+    pub server: Netns,
+    pub dir: std::path::PathBuf,
+}
+
+pub const SERVER: &str = "203.0.113.5";
+/// A server address outside the routes the tests steer into the tunnel.
+pub const BYPASS: &str = "203.0.113.200";
+/// The client's physical address: what servers see as the source.
+pub const CLIENT_PHYSICAL: &str = "198.51.100.1";
+
+impl Topology {
+    pub fn new(test: &str) -> io::Result<Self> {
+        let client = Netns::new("c")?;
+        let server = Netns::new("s")?;
+        client.ip(&[
+            "link",
+            "add",
+            "veth-c",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-s",
+            "netns",
+            server.name(),
+        ])?;
+        client.ip(&["addr", "add", "198.51.100.1/24", "dev", "veth-c"])?;
+        client.ip(&["addr", "add", "2001:db8:c::1/64", "dev", "veth-c", "nodad"])?;
+        client.ip(&["link", "set", "veth-c", "up"])?;
+        server.ip(&["addr", "add", "198.51.100.2/24", "dev", "veth-s"])?;
+        server.ip(&["addr", "add", "2001:db8:c::2/64", "dev", "veth-s", "nodad"])?;
+        server.ip(&["link", "set", "veth-s", "up"])?;
+        for addr in ["203.0.113.5/32", "203.0.113.200/32", "2001:db8:5::5/128"] {
+            server.ip(&["addr", "add", addr, "dev", "lo"])?;
+        }
+        client.ip(&["route", "add", "default", "via", "198.51.100.2"])?;
+        client.ip(&["-6", "route", "add", "default", "via", "2001:db8:c::2"])?;
+        let dir = std::env::temp_dir().join(format!("ztun-e2e-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            client,
+            server,
+            dir,
+        })
+    }
+
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// Starts the helper in the client namespace and waits for its socket.
+    pub fn start_helper(&self) -> io::Result<Process> {
+        let helper = workspace_bin("ztun-helper");
+        let sock = self.socket();
+        let state = self.dir.join("state");
+        let p = self.client.spawn(
+            helper.to_str().unwrap_or_default(),
+            &[
+                "--socket",
+                sock.to_str().unwrap_or_default(),
+                "--state-dir",
+                state.to_str().unwrap_or_default(),
+            ],
+        )?;
+        if !eventually(Duration::from_secs(10), || sock.exists()) {
+            return Err(io::Error::other(
+                "ztun-helper did not create its socket within 10 s",
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Runs ztunctl against this topology's helper; returns the output
+    /// whatever the exit code.
+    pub fn ztunctl(&self, args: &[&str]) -> io::Result<Output> {
+        let ctl = workspace_bin("ztunctl");
+        let sock = self.socket();
+        let mut all = vec!["--socket", sock.to_str().unwrap_or_default()];
+        all.extend_from_slice(args);
+        self.client
+            .exec_unchecked(ctl.to_str().unwrap_or_default(), &all)
+    }
+
+    /// ztunctl that must succeed; returns its stdout.
+    pub fn ztunctl_ok(&self, args: &[&str]) -> io::Result<String> {
+        let out = self.ztunctl(args)?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "ztunctl {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The client namespace's routing table (both families), as text.
+    pub fn client_routes(&self) -> io::Result<String> {
+        let v4 = self.client.ip(&["route"])?;
+        let v6 = self.client.ip(&["-6", "route"])?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&v4.stdout),
+            String::from_utf8_lossy(&v6.stdout)
+        ))
+    }
+
+    /// Echo requests the server's kernel has answered (`Icmp: InEchos`).
+    pub fn server_echoes(&self) -> io::Result<u64> {
+        let snmp = self.server.exec("cat", &["/proc/net/snmp"])?;
+        let text = String::from_utf8_lossy(&snmp.stdout).into_owned();
+        let mut icmp = text.lines().filter(|l| l.starts_with("Icmp:"));
+        let (names, values) = (
+            icmp.next().unwrap_or_default(),
+            icmp.next().unwrap_or_default(),
+        );
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "InEchos")
+            .and_then(|(_, v)| v.parse().ok())
+            .ok_or_else(|| io::Error::other("no Icmp InEchos in /proc/net/snmp"))
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -1,0 +1,415 @@
+//! ztun end to end on Linux: the real ztun-helper in a client namespace,
+//! driven by the real ztunctl, with real clients (ping, curl, socat) and
+//! servers (python's http.server, socat) in a server namespace. Each test
+//! builds its own namespaces and takes everything down afterwards.
+#![allow(clippy::unwrap_used)] // test inputs are built here, not received
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use ztun_tests::{can_run, eventually, Topology, BYPASS, CLIENT_PHYSICAL, SERVER};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ping(t: &Topology, dst: &str, count: &str) -> String {
+    let out = t
+        .client
+        .exec_unchecked("ping", &["-c", count, "-i", "0.2", "-W", "1", dst])
+        .unwrap();
+    stdout(&out)
+}
+
+/// `ztunctl status --json` of one tunnel, as JSON.
+fn status_json(t: &Topology, name: &str) -> String {
+    t.ztunctl_ok(&["status", name, "--json"]).unwrap()
+}
+
+fn packets_in(t: &Topology, name: &str) -> u64 {
+    let json = status_json(t, name);
+    let at = json.find("\"packets_in\": ").unwrap() + "\"packets_in\": ".len();
+    json[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn forward_mode_pings_the_real_host_and_reply_mode_answers_itself() {
+    if !can_run("forward_mode_pings_the_real_host_and_reply_mode_answers_itself") {
+        return;
+    }
+    let t = Topology::new("ping").unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&[
+        "up",
+        "--name",
+        "fwd",
+        "--route",
+        "203.0.113.0/25",
+        "--icmp",
+        "forward",
+    ])
+    .unwrap();
+    let before = t.server_echoes().unwrap();
+    assert!(ping(&t, SERVER, "3").contains("3 received"));
+    assert_eq!(
+        t.server_echoes().unwrap() - before,
+        3,
+        "the real host answered each ping"
+    );
+    // Nobody holds 203.0.113.77: a real echo goes unanswered.
+    assert!(
+        ping(&t, "203.0.113.77", "2").contains("0 received"),
+        "forward mode must not invent replies"
+    );
+    t.ztunctl_ok(&["down", "fwd"]).unwrap();
+
+    t.ztunctl_ok(&[
+        "up",
+        "--name",
+        "rep",
+        "--route",
+        "203.0.113.0/25",
+        "--icmp",
+        "reply",
+    ])
+    .unwrap();
+    let before = t.server_echoes().unwrap();
+    assert!(
+        ping(&t, "203.0.113.77", "2").contains("2 received"),
+        "reply mode answers from the helper"
+    );
+    assert_eq!(
+        t.server_echoes().unwrap(),
+        before,
+        "no echo left the client"
+    );
+    t.ztunctl_ok(&["down", "rep"]).unwrap();
+}
+
+#[test]
+fn a_file_fetched_through_the_tunnel_arrives_intact_from_the_helpers_address() {
+    if !can_run("a_file_fetched_through_the_tunnel_arrives_intact_from_the_helpers_address") {
+        return;
+    }
+    let t = Topology::new("curl").unwrap();
+    let data: Vec<u8> = (0..20 * 1024 * 1024_u32)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_be_bytes()[1])
+        .collect();
+    std::fs::write(t.dir.join("file"), &data).unwrap();
+    let log = t.dir.join("http.log");
+    let dir = t.dir.to_str().unwrap().to_owned();
+    let _http = t
+        .server
+        .spawn(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "exec python3 -m http.server --bind {SERVER} 8080 --directory {dir} 2>{}",
+                    log.display()
+                ),
+            ],
+        )
+        .unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "web", "--route", "203.0.113.0/25"])
+        .unwrap();
+    let url = format!("http://{SERVER}:8080/file");
+    assert!(eventually(Duration::from_secs(10), || {
+        t.server
+            .exec_unchecked(
+                "curl",
+                &["-s", "-o", "/dev/null", &format!("http://{SERVER}:8080/")],
+            )
+            .is_ok_and(|o| o.status.success())
+    }));
+    let got = t.dir.join("got");
+    t.client
+        .exec(
+            "curl",
+            &["-sS", "--max-time", "60", "-o", got.to_str().unwrap(), &url],
+        )
+        .unwrap();
+    assert!(
+        std::fs::read(&got).unwrap() == data,
+        "20 MiB arrived intact"
+    );
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        seen.contains(&format!("{CLIENT_PHYSICAL} - - ")),
+        "server saw the helper's own address: {seen}"
+    );
+    assert!(!seen.contains("198.18.0.1"), "never the tunnel's address");
+}
+
+#[test]
+fn a_udp_request_gets_its_response_through_the_tunnel() {
+    if !can_run("a_udp_request_gets_its_response_through_the_tunnel") {
+        return;
+    }
+    let t = Topology::new("udp").unwrap();
+    // Answers each datagram at once, upper-cased, so the reply is provably the server's.
+    let server = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('{SERVER}', 5300))\n\
+         while True:\n    d, a = s.recvfrom(65535)\n    s.sendto(d.upper(), a)\n"
+    );
+    let _echo = t.server.spawn("python3", &["-c", &server]).unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "dns", "--route", "203.0.113.0/25"])
+        .unwrap();
+    let client = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\n\
+         s.sendto(b'ztun-question', ('{SERVER}', 5300))\nprint(s.recvfrom(100)[0].decode())\n"
+    );
+    let reply = t.client.exec("python3", &["-c", &client]).unwrap();
+    assert_eq!(stdout(&reply), "ZTUN-QUESTION\n");
+    assert!(
+        eventually(Duration::from_secs(2), || status_json(&t, "dns")
+            .contains("\"flows_total\": 1")),
+        "one UDP mapping counted: {}",
+        status_json(&t, "dns")
+    );
+}
+
+#[test]
+fn only_routed_destinations_enter_the_tunnel() {
+    if !can_run("only_routed_destinations_enter_the_tunnel") {
+        return;
+    }
+    let t = Topology::new("routed").unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&[
+        "up",
+        "--name",
+        "part",
+        "--route",
+        "203.0.113.0/25",
+        "--icmp",
+        "reply",
+    ])
+    .unwrap();
+    let before = packets_in(&t, "part");
+    assert!(
+        ping(&t, BYPASS, "3").contains("3 received"),
+        "{BYPASS} is reachable directly"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        packets_in(&t, "part"),
+        before,
+        "{BYPASS} is outside 203.0.113.0/25 and must bypass the tunnel"
+    );
+    assert!(ping(&t, SERVER, "3").contains("3 received"));
+    assert!(
+        eventually(Duration::from_secs(2), || packets_in(&t, "part")
+            >= before + 3),
+        "routed pings entered"
+    );
+}
+
+#[test]
+fn a_killed_helper_is_swept_and_its_tunnel_restored_on_restart() {
+    if !can_run("a_killed_helper_is_swept_and_its_tunnel_restored_on_restart") {
+        return;
+    }
+    let t = Topology::new("crash").unwrap();
+    let mut helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "keep", "--route", "203.0.113.0/25"])
+        .unwrap();
+    assert!(t
+        .client_routes()
+        .unwrap()
+        .contains("203.0.113.0/25 dev ztun0"));
+    let ledger = t.dir.join("state/routes.plist");
+    assert!(std::fs::read_to_string(&ledger)
+        .unwrap()
+        .contains("203.0.113.0/25"));
+
+    helper.signal(libc::SIGKILL).unwrap();
+    helper
+        .wait_for_exit(Duration::from_secs(5))
+        .unwrap()
+        .expect("helper died");
+    std::fs::remove_file(t.socket()).ok();
+    assert!(
+        std::fs::read_to_string(&ledger)
+            .unwrap()
+            .contains("203.0.113.0/25"),
+        "the ledger survived the kill"
+    );
+
+    let _helper = t.start_helper().unwrap();
+    let status = t.ztunctl_ok(&["status"]).unwrap();
+    assert!(
+        status.starts_with("keep  up  ztun0"),
+        "desired tunnel restored: {status}"
+    );
+    assert!(ping(&t, SERVER, "2").contains("2 received"));
+    t.ztunctl_ok(&["down", "keep"]).unwrap();
+    assert!(
+        !t.client_routes().unwrap().contains("ztun"),
+        "{}",
+        t.client_routes().unwrap()
+    );
+    assert!(
+        !std::fs::read_to_string(&ledger)
+            .unwrap()
+            .contains("203.0.113.0/25"),
+        "ledger empty after down"
+    );
+}
+
+#[test]
+fn a_clean_stop_removes_every_route_and_a_restart_brings_the_tunnel_back() {
+    if !can_run("a_clean_stop_removes_every_route_and_a_restart_brings_the_tunnel_back") {
+        return;
+    }
+    let t = Topology::new("term").unwrap();
+    let mut helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "keep", "--route", "203.0.113.0/25"])
+        .unwrap();
+    helper.signal(libc::SIGTERM).unwrap();
+    let status = helper
+        .wait_for_exit(Duration::from_secs(10))
+        .unwrap()
+        .expect("helper exits on SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(!t.client_routes().unwrap().contains("ztun"));
+    assert!(!t.socket().exists(), "socket removed on exit");
+    let _helper = t.start_helper().unwrap();
+    assert!(t.ztunctl_ok(&["status"]).unwrap().starts_with("keep  up"));
+}
+
+#[test]
+fn an_ordinary_user_may_read_status_but_not_change_tunnels() {
+    if !can_run("an_ordinary_user_may_read_status_but_not_change_tunnels") {
+        return;
+    }
+    let t = Topology::new("auth").unwrap();
+    let _helper = t.start_helper().unwrap();
+    std::fs::set_permissions(&t.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ctl = ztun_tests::workspace_bin("ztunctl");
+    let sock = t.socket();
+    let as_nobody = |args: &[&str]| {
+        let mut all = vec![
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            ctl.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        t.client.exec_unchecked("setpriv", &all).unwrap()
+    };
+    let status = as_nobody(&["status"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(stdout(&status), "no tunnels are up\n");
+    let up = as_nobody(&["up", "--route", "203.0.113.0/25"]);
+    assert_eq!(up.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&up.stderr);
+    assert!(
+        err.contains("up: user nobody is not root and not in group ztun")
+            && err.contains("(unauthorized)"),
+        "{err}"
+    );
+    assert!(!t.client_routes().unwrap().contains("ztun"));
+}
+
+#[test]
+fn bad_input_gets_a_one_line_error_and_the_helper_keeps_serving() {
+    if !can_run("bad_input_gets_a_one_line_error_and_the_helper_keeps_serving") {
+        return;
+    }
+    let t = Topology::new("bad").unwrap();
+    let _helper = t.start_helper().unwrap();
+    for (args, expected) in [
+        (vec!["up", "--route", "203.0.113.0/99"], "is not a CIDR"),
+        (
+            vec!["up", "--route", "203.0.113.0/24", "--mtu", "100"],
+            "--mtu: 100 is below the minimum 576",
+        ),
+        (
+            vec![
+                "up",
+                "--route",
+                "203.0.113.0/24",
+                "--upstream",
+                "ftp://192.0.2.1:21",
+            ],
+            "scheme \"ftp\" is not supported",
+        ),
+    ] {
+        let out = t.ztunctl(&args).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    // Garbage, a 2 GiB length, and half a frame, straight on the socket.
+    let mut garbage = std::os::unix::net::UnixStream::connect(t.socket()).unwrap();
+    garbage.write_all(b"\0\0\0\x04junk").unwrap();
+    let mut reply = Vec::new();
+    garbage.read_to_end(&mut reply).unwrap();
+    assert!(String::from_utf8_lossy(&reply).contains("not a binary plist"));
+    let mut huge = std::os::unix::net::UnixStream::connect(t.socket()).unwrap();
+    huge.write_all(&0x8000_0000_u32.to_be_bytes()).unwrap();
+    let mut half = std::os::unix::net::UnixStream::connect(t.socket()).unwrap();
+    half.write_all(&[0, 0, 1, 0, b'b']).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(t.ztunctl_ok(&["status"]).unwrap(), "no tunnels are up\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "served at once despite the stalled client"
+    );
+}
+
+/// Open descriptors of a process.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn two_hundred_up_down_cycles_leak_no_descriptor_route_or_interface() {
+    if !can_run("two_hundred_up_down_cycles_leak_no_descriptor_route_or_interface") {
+        return;
+    }
+    let t = Topology::new("cycles").unwrap();
+    let helper = t.start_helper().unwrap();
+    // One cycle first, so lazily opened resources (netlink, runtime) exist.
+    t.ztunctl_ok(&["up", "--name", "c", "--route", "203.0.113.0/25"])
+        .unwrap();
+    t.ztunctl_ok(&["down", "c"]).unwrap();
+    let (fds_before, routes_before) = (fds(helper.pid()), t.client_routes().unwrap());
+    let links_before = stdout(&t.client.ip(&["-br", "link"]).unwrap());
+    for _ in 0..200 {
+        t.ztunctl_ok(&[
+            "up",
+            "--name",
+            "c",
+            "--route",
+            "203.0.113.0/25",
+            "--icmp",
+            "forward",
+        ])
+        .unwrap();
+        t.ztunctl_ok(&["down", "c"]).unwrap();
+    }
+    assert_eq!(fds(helper.pid()), fds_before, "descriptors");
+    assert_eq!(t.client_routes().unwrap(), routes_before, "routes");
+    assert_eq!(
+        stdout(&t.client.ip(&["-br", "link"]).unwrap()),
+        links_before,
+        "interfaces"
+    );
+}
