@@ -5,8 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust with rustup first" >&2; exit 1; }
-if [ "$(id -u)" = 0 ] && { ! command -v ping >/dev/null || ! command -v ip >/dev/null; }; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iputils-ping >/dev/null
+if [ "$(id -u)" = 0 ]; then
+  # What the end-to-end tests run: real clients and servers from Debian.
+  missing=()
+  for tool in ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl setpriv:util-linux python3:python3; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
 fi
 # The end-to-end tests drive the real binaries: build them first.
 cargo build --workspace --locked --bins --quiet

@@ -370,6 +370,18 @@ impl Topology {
             .and_then(|(_, v)| v.parse().ok())
             .ok_or_else(|| io::Error::other("no Icmp InEchos in /proc/net/snmp"))
     }
+
+    /// ICMPv6 echo requests the server's kernel has received (`Icmp6InEchos`).
+    pub fn server_echoes6(&self) -> io::Result<u64> {
+        let snmp = self.server.exec("cat", &["/proc/net/snmp6"])?;
+        String::from_utf8_lossy(&snmp.stdout)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Icmp6InEchos")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .ok_or_else(|| io::Error::other("no Icmp6InEchos in /proc/net/snmp6"))
+    }
 }
 
 impl Drop for Topology {

@@ -413,3 +413,90 @@ fn two_hundred_up_down_cycles_leak_no_descriptor_route_or_interface() {
         "interfaces"
     );
 }
+
+#[test]
+fn ipv6_pings_and_tcp_go_through_an_ipv6_tunnel() {
+    if !can_run("ipv6_pings_and_tcp_go_through_an_ipv6_tunnel") {
+        return;
+    }
+    let t = Topology::new("v6").unwrap();
+    let server = "import socket\ns = socket.socket(socket.AF_INET6)\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  s.bind(('2001:db8:5::5', 7000))\ns.listen()\nwhile True:\n    c, a = s.accept()\n    c.sendall(a[0].encode())\n    c.close()\n";
+    let _tcp = t.server.spawn("python3", &["-c", server]).unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&[
+        "up",
+        "--name",
+        "six",
+        "--ipv6",
+        "2001:db8:ff::1/64",
+        "--route",
+        "2001:db8:5::/64",
+    ])
+    .unwrap();
+    assert!(t
+        .client_routes()
+        .unwrap()
+        .contains("2001:db8:5::/64 dev ztun0"));
+    let before = t.server_echoes6().unwrap();
+    let out = t
+        .client
+        .exec_unchecked(
+            "ping",
+            &["-6", "-c", "2", "-i", "0.2", "-W", "1", "2001:db8:5::5"],
+        )
+        .unwrap();
+    assert!(stdout(&out).contains("2 received"), "{}", stdout(&out));
+    assert_eq!(
+        t.server_echoes6().unwrap() - before,
+        2,
+        "the real host answered"
+    );
+    let client = "import socket\ns = socket.create_connection(('2001:db8:5::5', 7000), timeout=5)\nprint(s.recv(100).decode())\n";
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            t.client
+                .exec_unchecked("python3", &["-c", client])
+                .is_ok_and(|o| stdout(&o) == "2001:db8:c::1\n")
+        }),
+        "the server saw the helper's own IPv6 address"
+    );
+}
+
+#[test]
+fn iperf3_runs_through_the_tunnel_in_both_directions() {
+    if !can_run("iperf3_runs_through_the_tunnel_in_both_directions") {
+        return;
+    }
+    let t = Topology::new("iperf").unwrap();
+    let _server = t.server.spawn("iperf3", &["-s", "-B", SERVER]).unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "bulk", "--route", "203.0.113.0/25"])
+        .unwrap();
+    for reverse in [false, true] {
+        let mut args = vec!["-c", SERVER, "-t", "2", "-J"];
+        if reverse {
+            args.push("-R");
+        }
+        let mut received = 0.0;
+        let ran = eventually(Duration::from_secs(5), || {
+            let out = t.client.exec_unchecked("iperf3", &args).unwrap();
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            received = report["end"]["sum_received"]["bytes"]
+                .as_f64()
+                .unwrap_or(0.0);
+            out.status.success() && received > 0.0
+        });
+        let direction = if reverse { "download" } else { "upload" };
+        assert!(ran, "iperf3 {direction} through the tunnel");
+        // Two seconds at even 4 Mbit/s; a working tunnel does hundreds.
+        assert!(
+            received >= 1e6,
+            "iperf3 {direction}: only {received} bytes in 2 s"
+        );
+        eprintln!(
+            "iperf3 {direction}: {:.0} Mbit/s",
+            received * 8.0 / 2.0 / 1e6
+        );
+    }
+}
