@@ -57,6 +57,13 @@ pub enum Command {
     /// Add, remove or list a running tunnel's routes.
     #[command(subcommand)]
     Route(RouteCommand),
+    /// Check the helper and each tunnel, a line per check (✓ or ✗ with a
+    /// fix); exits 1 when any check fails.
+    Doctor {
+        /// Check only this tunnel.
+        #[arg(value_parser = parse_from_str::<TunnelName>)]
+        name: Option<TunnelName>,
+    },
     /// Show the versions of ztunctl, the helper and their protocol.
     Version,
 }

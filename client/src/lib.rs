@@ -6,6 +6,7 @@
 //! could not be reached.
 
 mod cli;
+mod doctor;
 mod render;
 mod transport;
 
@@ -40,12 +41,17 @@ pub enum ClientError {
     Protocol(String),
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
+    #[error("{failed} check(s) failed; the lines marked ✗ say how to fix each")]
+    Doctor { failed: usize },
 }
 
 impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::Helper(_) | ClientError::Protocol(_) | ClientError::Output(_) => 1,
+            ClientError::Helper(_)
+            | ClientError::Protocol(_)
+            | ClientError::Output(_)
+            | ClientError::Doctor { .. } => 1,
             ClientError::Usage(_) => 2,
             ClientError::Unreachable { .. }
             | ClientError::Lost { .. }
@@ -64,6 +70,9 @@ pub fn run(cli: &Cli, out: &mut impl Write) -> Result<(), ClientError> {
             .map_err(|e| io::Error::other(e.to_string()))?;
         writeln!(out)?;
         return Ok(());
+    }
+    if let Command::Doctor { name } = &cli.command {
+        return doctor::run(cli, name.as_ref(), out);
     }
     if let Command::Version = cli.command {
         writeln!(out, "ztunctl {}", env!("CARGO_PKG_VERSION"))?;
@@ -130,7 +139,7 @@ pub fn request_for(command: &Command) -> Result<Request, ClientError> {
             routes: a.routes.clone(),
         },
         Command::Route(RouteCommand::List { name }) => Request::Status(Some(name.clone())),
-        Command::Version => Request::Version,
+        Command::Version | Command::Doctor { .. } => Request::Version,
     })
 }
 
@@ -159,7 +168,10 @@ impl From<DecodeError> for ClientError {
     }
 }
 
-fn exchange(conn: &mut Connection, request: &Request) -> Result<(Value, Reply), ClientError> {
+pub(crate) fn exchange(
+    conn: &mut Connection,
+    request: &Request,
+) -> Result<(Value, Reply), ClientError> {
     conn.send(&request.to_value())?;
     let value = conn.receive(false)?;
     match Response::from_value(request.op(), &value)? {

@@ -317,3 +317,15 @@ fn watch_prints_one_line_per_event_until_the_helper_closes() {
         ]
     );
 }
+
+#[test]
+fn doctor_without_a_helper_says_how_to_start_it_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (result, out) = run_to_string(&cli(&dir.path().join("absent.sock"), &["doctor"]));
+    assert_eq!(result.unwrap_err().exit_code(), 3);
+    assert!(out.starts_with("✗ helper reachable at "), "{out}");
+    assert!(
+        out.contains("    fix: start it (systemctl start ztun-helper), or pass --socket"),
+        "{out}"
+    );
+}

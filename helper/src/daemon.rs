@@ -371,36 +371,49 @@ impl<P: Platform> Daemon<P> {
                 "routes: an IPv6 route needs a tunnel with an IPv6 address",
             ));
         }
-        let entries: Vec<RouteEntry> = routes
-            .iter()
-            .map(|dst| RouteEntry {
-                tunnel: name.clone(),
-                dst: *dst,
-                target: RouteTarget::Tunnel {
-                    interface: tunnel.interface.clone(),
-                },
-            })
-            .filter(|e| add != tunnel.routes.contains(e))
-            .collect();
+        let entries = routes.iter().map(|dst| RouteEntry {
+            tunnel: name.clone(),
+            dst: *dst,
+            target: RouteTarget::Tunnel {
+                interface: tunnel.interface.clone(),
+            },
+        });
         if add {
-            let installed = routes::install(&*self.platform, ledger, &entries)
+            // New routes, and tracked ones the kernel no longer resolves to
+            // the tunnel: `route add` is also how a lost route is repaired.
+            let mut todo = Vec::new();
+            for entry in entries {
+                let healthy = tunnel.routes.contains(&entry)
+                    && matches!(self.platform.lookup_route(entry.dst).await,
+                                Ok(Some(k)) if k.interface == tunnel.interface);
+                if !healthy {
+                    todo.push(entry);
+                }
+            }
+            let installed = routes::install(&*self.platform, ledger, &todo)
                 .await
                 .map_err(|e| route_error(&e))?;
-            for r in &installed {
+            for (entry, route) in todo.into_iter().zip(installed) {
                 self.emit(Event::Route {
                     name: name.clone(),
                     change: RouteChange::Added,
-                    route: r.clone(),
+                    route: route.clone(),
                 });
-            }
-            tunnel.routes.extend(entries);
-            tunnel.installed.extend(installed);
-            for r in routes {
-                if !tunnel.spec.routes.contains(r) {
-                    tunnel.spec.routes.push(*r);
+                tunnel.installed.retain(|r| r.route != route.route);
+                tunnel.installed.push(route);
+                if !tunnel.routes.contains(&entry) {
+                    tunnel.spec.routes.push(entry.dst);
+                    tunnel.routes.push(entry);
                 }
             }
         } else {
+            let entries: Vec<RouteEntry> = entries.filter(|e| tunnel.routes.contains(e)).collect();
+            if !tunnel.spec.full && tunnel.spec.routes.iter().all(|r| routes.contains(r)) {
+                return Err(error(
+                    ErrorCode::InvalidArgument,
+                    format!("routes: that would leave {name} with no routes; take it down instead (ztunctl down {name})"),
+                ));
+            }
             routes::remove(&*self.platform, ledger, &entries)
                 .await
                 .map_err(|e| route_error(&e))?;
@@ -425,6 +438,24 @@ impl<P: Platform> Daemon<P> {
             tracing::warn!("route change on {name} will not survive a restart: {e}");
         }
         Ok(state.tunnels[name].status())
+    }
+}
+
+/// What `status` shows for a route the kernel no longer has.
+pub const ROUTE_MISSING: &str = "none";
+
+impl<P: Platform> Daemon<P> {
+    /// Replaces each route's interface and gateway with the kernel's answer
+    /// now, so status (and `ztunctl doctor`) shows what is true, not what was
+    /// true at install time: a route someone deleted or moved shows as such.
+    async fn verify(&self, status: &mut TunnelStatus) {
+        for route in &mut status.routes {
+            match self.platform.lookup_route(route.route).await {
+                Ok(Some(k)) => (route.interface, route.gateway) = (k.interface, k.gateway),
+                Ok(None) => (route.interface, route.gateway) = (ROUTE_MISSING.to_owned(), None),
+                Err(e) => tracing::warn!("cannot read back {}: {e}", route.route),
+            }
+        }
     }
 }
 
@@ -469,18 +500,23 @@ impl<P: Platform> Handler for Daemon<P> {
             Request::Down(target) => self.down(target).await.map(|()| Reply::Done),
             Request::Status(name) => {
                 let state = self.state.lock().await;
-                let all = state
+                let mut list: Vec<TunnelStatus> = state
                     .tunnels
                     .values()
-                    .filter(|t| name.as_ref().is_none_or(|n| &t.spec.name == n));
-                let list: Vec<TunnelStatus> = all.map(Tunnel::status).collect();
-                match name {
-                    Some(n) if list.is_empty() => Err(error(
+                    .filter(|t| name.as_ref().is_none_or(|n| &t.spec.name == n))
+                    .map(Tunnel::status)
+                    .collect();
+                drop(state);
+                if let Some(n) = name.filter(|_| list.is_empty()) {
+                    return Err(error(
                         ErrorCode::NotFound,
                         format!("no tunnel named {n}; see ztunctl status"),
-                    )),
-                    _ => Ok(Reply::Tunnels(list)),
+                    ));
                 }
+                for status in &mut list {
+                    self.verify(status).await;
+                }
+                Ok(Reply::Tunnels(list))
             }
             Request::RouteAdd { name, routes } => self
                 .change_routes(&name, &routes, true)

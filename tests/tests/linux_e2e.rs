@@ -500,3 +500,86 @@ fn iperf3_runs_through_the_tunnel_in_both_directions() {
         );
     }
 }
+
+#[test]
+fn doctor_passes_a_healthy_tunnel_and_names_a_route_deleted_behind_its_back() {
+    if !can_run("doctor_passes_a_healthy_tunnel_and_names_a_route_deleted_behind_its_back") {
+        return;
+    }
+    let t = Topology::new("doctor").unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "doc", "--route", "203.0.113.0/25"])
+        .unwrap();
+    let healthy = t.ztunctl_ok(&["doctor"]).unwrap();
+    assert!(
+        healthy.contains("✓ doc: up on ztun0 (198.18.0.1/32 --> 198.18.0.2)"),
+        "{healthy}"
+    );
+    assert!(
+        healthy.contains("✓ doc: 203.0.113.0/25 -> ztun0"),
+        "{healthy}"
+    );
+    assert!(healthy.trim_end().ends_with("checks passed"), "{healthy}");
+
+    t.client.ip(&["route", "del", "203.0.113.0/25"]).unwrap();
+    let out = t.ztunctl(&["doctor", "doc"]).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let sick = stdout(&out);
+    assert!(
+        sick.contains("✗ doc: route 203.0.113.0/25 is gone from the routing table"),
+        "{sick}"
+    );
+    assert!(
+        sick.contains("    fix: ztunctl route add doc 203.0.113.0/25"),
+        "{sick}"
+    );
+
+    // The fix doctor names repairs it.
+    t.ztunctl_ok(&["route", "add", "doc", "203.0.113.0/25"])
+        .unwrap();
+    assert!(t
+        .ztunctl_ok(&["doctor", "doc"])
+        .unwrap()
+        .contains("✓ doc: 203.0.113.0/25 -> ztun0"));
+}
+
+#[test]
+fn routes_can_be_added_and_removed_but_not_the_last_one() {
+    if !can_run("routes_can_be_added_and_removed_but_not_the_last_one") {
+        return;
+    }
+    let t = Topology::new("routes").unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&[
+        "up",
+        "--name",
+        "r",
+        "--route",
+        "203.0.113.0/25",
+        "--icmp",
+        "reply",
+    ])
+    .unwrap();
+    assert!(ping(&t, BYPASS, "1").contains("1 received"));
+    let before = packets_in(&t, "r");
+    t.ztunctl_ok(&["route", "add", "r", "203.0.113.200"])
+        .unwrap();
+    assert_eq!(
+        t.ztunctl_ok(&["route", "list", "r"]).unwrap(),
+        "203.0.113.0/25 -> ztun0\n203.0.113.200/32 -> ztun0\n"
+    );
+    assert!(ping(&t, BYPASS, "2").contains("2 received"));
+    assert!(
+        eventually(Duration::from_secs(2), || packets_in(&t, "r") >= before + 2),
+        "{BYPASS} now enters the tunnel"
+    );
+    t.ztunctl_ok(&["route", "remove", "r", "203.0.113.0/25"])
+        .unwrap();
+    assert!(!t.client_routes().unwrap().contains("203.0.113.0/25"));
+    let last = t
+        .ztunctl(&["route", "remove", "r", "203.0.113.200"])
+        .unwrap();
+    assert_eq!(last.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&last.stderr)
+        .contains("would leave r with no routes; take it down instead"));
+}

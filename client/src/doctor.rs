@@ -1,0 +1,131 @@
+//! `ztunctl doctor`: one line per check, ✓ or ✗, and for each ✗ the command
+//! that fixes it. It asks the helper only what every user may ask
+//! (version, status), and status reports each route as the kernel resolves
+//! it at that moment.
+
+use std::io::Write;
+
+use ztun_proto::{Reply, Request, TunnelName, TunnelState, TunnelStatus, PROTOCOL_VERSION};
+
+use crate::{exchange, Cli, ClientError, Connection};
+
+/// The interface name status uses for a route the kernel no longer has.
+const MISSING: &str = "none";
+
+struct Report<'a, W: Write> {
+    out: &'a mut W,
+    failed: usize,
+    passed: usize,
+}
+
+impl<W: Write> Report<'_, W> {
+    fn pass(&mut self, what: &str) -> std::io::Result<()> {
+        self.passed += 1;
+        writeln!(self.out, "✓ {what}")
+    }
+
+    fn fail(&mut self, what: &str, fix: &str) -> std::io::Result<()> {
+        self.failed += 1;
+        writeln!(self.out, "✗ {what}\n    fix: {fix}")
+    }
+}
+
+pub(crate) fn run(
+    cli: &Cli,
+    name: Option<&TunnelName>,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let mut report = Report {
+        out,
+        failed: 0,
+        passed: 0,
+    };
+    let path = cli.socket.display().to_string();
+    let mut conn = match Connection::connect(&cli.socket, cli.timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            report.fail(
+                &format!("helper reachable at {path}: {e}"),
+                "start it (systemctl start ztun-helper), or pass --socket",
+            )?;
+            return Err(e);
+        }
+    };
+    if let (_, Reply::Version { version, protocol }) = exchange(&mut conn, &Request::Version)? {
+        if protocol == PROTOCOL_VERSION {
+            report.pass(&format!(
+                "helper reachable at {path} (ztun-helper {version}, protocol {protocol})"
+            ))?;
+        } else {
+            report.fail(
+                &format!(
+                    "helper speaks protocol {protocol}, this ztunctl speaks {PROTOCOL_VERSION}"
+                ),
+                "install ztunctl and ztun-helper from the same release",
+            )?;
+        }
+    }
+    let (_, reply) = exchange(&mut conn, &Request::Status(name.cloned()))?;
+    let Reply::Tunnels(tunnels) = reply else {
+        return Err(ClientError::Protocol(format!(
+            "status answered with {reply:?}"
+        )));
+    };
+    if tunnels.is_empty() {
+        report.pass("no tunnels are up")?;
+    }
+    for t in &tunnels {
+        check_tunnel(&mut report, t)?;
+    }
+    if report.failed == 0 {
+        writeln!(report.out, "all {} checks passed", report.passed)?;
+        Ok(())
+    } else {
+        Err(ClientError::Doctor {
+            failed: report.failed,
+        })
+    }
+}
+
+fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::io::Result<()> {
+    let (name, iface) = (&t.spec.name, &t.interface);
+    let summary = format!(
+        "{name}: {} on {iface} ({} --> {})",
+        t.state, t.spec.address, t.spec.peer
+    );
+    match t.state {
+        TunnelState::Up => report.pass(&summary)?,
+        _ => report.fail(
+            &format!("{summary}: its data plane is not running"),
+            &format!("see the helper's log (journalctl -u ztun-helper), then ztunctl down {name} and up again"),
+        )?,
+    }
+    for r in &t.routes {
+        let excluded = t.spec.exclude.contains(&r.route);
+        let shown = crate::render::route(r);
+        let reinstall = format!("ztunctl route add {name} {}", r.route);
+        if r.interface == MISSING {
+            report.fail(
+                &format!("{name}: route {} is gone from the routing table", r.route),
+                &reinstall,
+            )?;
+        } else if (r.interface == *iface) != excluded {
+            report.pass(&format!("{name}: {shown}"))?;
+        } else {
+            let want = if excluded {
+                "outside the tunnel"
+            } else {
+                iface.as_str()
+            };
+            let other = format!("ip route del {} dev {}", r.route, r.interface);
+            report.fail(
+                &format!("{name}: {shown}, expected {want}"),
+                &format!("remove the other route ({other}), then {reinstall}"),
+            )?;
+        }
+    }
+    report.pass(&format!(
+        "{name}: upstream {} (nothing to check for direct)",
+        t.spec.upstream
+    ))
+}
