@@ -35,11 +35,13 @@ pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
     let c = &t.counters;
     let _ = writeln!(
         out,
-        "  traffic   in {} pkts / {}   out {} pkts / {}",
+        "  traffic   in {} pkts / {} ({}/s)   out {} pkts / {} ({}/s)",
         c.packets_in,
         bytes(c.bytes_in),
+        bytes(c.rate_in),
         c.packets_out,
-        bytes(c.bytes_out)
+        bytes(c.bytes_out),
+        bytes(c.rate_out)
     );
     let _ = writeln!(
         out,

@@ -197,7 +197,7 @@ fn status_sends_a_status_request_and_shows_each_tunnel() {
         "{out}"
     );
     assert!(
-        out.contains("  traffic   in 1200 pkts / 181.0 kB   out 1180 pkts / 1.6 MB\n"),
+        out.contains("  traffic   in 1200 pkts / 181.0 kB (2.4 kB/s)   out 1180 pkts / 1.6 MB (131.1 kB/s)\n"),
         "{out}"
     );
     assert!(out.contains("  flows     3 open, 41 total\n"), "{out}");

@@ -35,15 +35,25 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Binds an outbound socket to the physical interface.
 pub type Binder = Arc<dyn Fn(&Socket) -> io::Result<()> + Send + Sync>;
 
+/// Packets taken from the device per wakeup before the engine's events and
+/// output are processed: one pass of that work serves the whole batch.
+pub const READ_BATCH: usize = 64;
+
 /// The packet device the data plane reads from and writes to.
 pub trait PacketDevice: Send + Sync + 'static {
     fn recv(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> + Send;
+    /// A packet if one is waiting now; `WouldBlock` otherwise.
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn send(&self, buf: &[u8]) -> impl std::future::Future<Output = io::Result<usize>> + Send;
 }
 
 impl PacketDevice for tun_rs::AsyncDevice {
     async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         tun_rs::AsyncDevice::recv(self, buf).await
+    }
+
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        tun_rs::AsyncDevice::try_recv(self, buf)
     }
 
     async fn send(&self, buf: &[u8]) -> io::Result<usize> {
@@ -115,6 +125,7 @@ pub async fn run<D: PacketDevice>(
     let mut rx = vec![0_u8; mtu.max(1500)];
     let mut tx = vec![0_u8; mtu.max(1500)];
     let mut refresh = tokio::time::interval(Duration::from_millis(100));
+    let mut rates = RateMeter::default();
     loop {
         let deadline = engine.poll_at().map(|at| {
             let micros = u64::try_from(at.total_micros()).unwrap_or(0);
@@ -127,7 +138,16 @@ pub async fn run<D: PacketDevice>(
             }
         };
         tokio::select! {
-            n = device.recv(&mut rx) => engine.handle_packet(&rx[..n?], now()),
+            n = device.recv(&mut rx) => {
+                engine.handle_packet(&rx[..n?], now());
+                for _ in 1..READ_BATCH {
+                    match device.try_recv(&mut rx) {
+                        Ok(n) => engine.handle_packet(&rx[..n], now()),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
             Some(msg) = dp.inbox.1.recv() => dp.upstream(&mut engine, msg),
             reply = echo_reply => {
                 if let Ok(r) = reply {
@@ -137,7 +157,7 @@ pub async fn run<D: PacketDevice>(
                 }
             }
             () = sleep_until(deadline) => {}
-            _ = refresh.tick() => publish(&engine, &counters),
+            _ = refresh.tick() => publish(&engine, &counters, &mut rates),
             Some(_) = dp.tasks.join_next(), if !dp.tasks.is_empty() => {}
         }
         // Events arise from input and from timers that poll_transmit runs,
@@ -164,13 +184,46 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn publish(engine: &Engine, counters: &SharedCounters) {
+/// Byte rates over a sliding window of the counter samples.
+#[derive(Debug, Default)]
+struct RateMeter {
+    /// (when, bytes in, bytes out), oldest first, spanning about a second.
+    samples: VecDeque<(std::time::Instant, u64, u64)>,
+}
+
+impl RateMeter {
+    const WINDOW: Duration = Duration::from_secs(1);
+
+    /// Adds a sample and returns (in, out) bytes per second over the window.
+    fn sample(&mut self, at: std::time::Instant, bytes_in: u64, bytes_out: u64) -> (u64, u64) {
+        self.samples.push_back((at, bytes_in, bytes_out));
+        while self.samples.len() > 2 && at.duration_since(self.samples[1].0) >= Self::WINDOW {
+            self.samples.pop_front();
+        }
+        let (t0, in0, out0) = self.samples[0];
+        let secs = at.duration_since(t0).as_secs_f64();
+        if secs <= 0.0 {
+            return (0, 0);
+        }
+        // Display figures: precision beyond 2^52 bytes/s does not matter.
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let per_sec = |from: u64, to: u64| ((to - from) as f64 / secs) as u64;
+        (per_sec(in0, bytes_in), per_sec(out0, bytes_out))
+    }
+}
+
+fn publish(engine: &Engine, counters: &SharedCounters, rates: &mut RateMeter) {
     let c = engine.counters();
     let drops = DropReason::ALL
         .iter()
         .filter(|r| c.drops(**r) > 0)
         .map(|r| (r.as_str().to_owned(), c.drops(*r)))
         .collect();
+    let (rate_in, rate_out) = rates.sample(std::time::Instant::now(), c.rx_bytes, c.tx_bytes);
     let snapshot = Counters {
         packets_in: c.rx_packets,
         packets_out: c.tx_packets,
@@ -178,6 +231,8 @@ fn publish(engine: &Engine, counters: &SharedCounters) {
         bytes_out: c.tx_bytes,
         flows_open: (engine.tcp_flow_count() + engine.udp_mapping_count()) as u64,
         flows_total: c.tcp_flows_opened + c.udp_mappings_created,
+        rate_in,
+        rate_out,
         drops,
     };
     *counters.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
@@ -452,4 +507,22 @@ async fn connect(dst: SocketAddr, bind: &Binder) -> io::Result<tokio::net::TcpSt
     socket.set_nonblocking(true)?;
     let std_socket: std::net::TcpStream = socket.into();
     TcpSocket::from_std_stream(std_socket).connect(dst).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_bytes_per_second_over_the_last_second() {
+        let mut m = RateMeter::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(m.sample(t0, 0, 0), (0, 0));
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(m.sample(ms(500), 1_000, 4_000), (2_000, 8_000));
+        assert_eq!(m.sample(ms(1000), 2_000, 8_000), (2_000, 8_000));
+        // Traffic stops: the window slides past the busy second.
+        m.sample(ms(2000), 2_000, 8_000);
+        assert_eq!(m.sample(ms(3000), 2_000, 8_000), (0, 0));
+    }
 }

@@ -97,7 +97,7 @@ fn a_file_fetched_through_the_tunnel_arrives_intact_from_the_helpers_address() {
         return;
     }
     let t = Topology::new("curl").unwrap();
-    let data: Vec<u8> = (0..20 * 1024 * 1024_u32)
+    let data: Vec<u8> = (0..50 * 1024 * 1024_u32)
         .map(|i| i.wrapping_mul(2_654_435_761).to_be_bytes()[1])
         .collect();
     std::fs::write(t.dir.join("file"), &data).unwrap();
@@ -137,7 +137,7 @@ fn a_file_fetched_through_the_tunnel_arrives_intact_from_the_helpers_address() {
         .unwrap();
     assert!(
         std::fs::read(&got).unwrap() == data,
-        "20 MiB arrived intact"
+        "50 MiB arrived intact"
     );
     let seen = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -417,21 +417,27 @@ pub struct Counters {
     pub bytes_out: u64,
     pub flows_open: u64,
     pub flows_total: u64,
+    /// Bytes per second into the tunnel, over the last second.
+    pub rate_in: u64,
+    /// Bytes per second out of the tunnel, over the last second.
+    pub rate_out: u64,
     /// Dropped packets by reason (`bad_checksum`, `not_routed`, …).
     pub drops: BTreeMap<String, u64>,
 }
 
-const COUNTER_KEYS: [&str; 6] = [
+const COUNTER_KEYS: [&str; 8] = [
     "packets_in",
     "packets_out",
     "bytes_in",
     "bytes_out",
     "flows_open",
     "flows_total",
+    "rate_in",
+    "rate_out",
 ];
 
 impl Counters {
-    fn slots(&mut self) -> [&mut u64; 6] {
+    fn slots(&mut self) -> [&mut u64; 8] {
         [
             &mut self.packets_in,
             &mut self.packets_out,
@@ -439,6 +445,8 @@ impl Counters {
             &mut self.bytes_out,
             &mut self.flows_open,
             &mut self.flows_total,
+            &mut self.rate_in,
+            &mut self.rate_out,
         ]
     }
 

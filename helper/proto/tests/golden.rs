@@ -88,6 +88,8 @@ fn status() -> TunnelStatus {
             bytes_out: 1_572_864,
             flows_open: 3,
             flows_total: 41,
+            rate_in: 2_400,
+            rate_out: 131_072,
             drops: BTreeMap::from([("bad_checksum".into(), 2), ("not_routed".into(), 5)]),
         },
         since: 1_795_000_000,

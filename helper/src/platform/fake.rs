@@ -86,6 +86,10 @@ impl crate::tunnel::PacketDevice for FakeDevice {
         std::future::pending().await
     }
 
+    fn try_recv(&self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
     async fn send(&self, buf: &[u8]) -> io::Result<usize> {
         Ok(buf.len())
     }
