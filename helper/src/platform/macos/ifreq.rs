@@ -16,14 +16,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// xnu `bsd/net/if.h`: `IFNAMSIZ` (= `IF_NAMESIZE`), including the NUL.
 pub const IFNAMSIZ: usize = 16;
 
-// xnu bsd/sys/socket.h
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 30;
+use super::rtmsg::{AF_INET, AF_INET6};
 
-/// `sizeof(struct sockaddr_in)`. xnu `bsd/netinet/in.h`
-const SOCKADDR_IN_LEN: usize = 16;
-/// `sizeof(struct sockaddr_in6)`. xnu `bsd/netinet6/in6.h`
-const SOCKADDR_IN6_LEN: usize = 28;
+// The sockaddr sizes are defined once, with the routing-message codec.
+const SOCKADDR_IN_LEN: usize = super::rtmsg::SOCKADDR_IN_LEN as usize;
+const SOCKADDR_IN6_LEN: usize = super::rtmsg::SOCKADDR_IN6_LEN as usize;
 
 /// `sizeof(struct ifreq)` on LP64: name (16) + the `ifr_ifru` union, whose
 /// largest members (`struct sockaddr`, `struct ifkpi`) are 16 bytes.
