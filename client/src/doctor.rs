@@ -4,6 +4,7 @@
 //! it at that moment.
 
 use std::io::Write;
+use std::net::IpAddr;
 
 use ztun_proto::{Reply, Request, TunnelName, TunnelState, TunnelStatus, PROTOCOL_VERSION};
 
@@ -66,11 +67,27 @@ pub(crate) fn run(
         }
     }
     let (_, reply) = exchange(&mut conn, &Request::Status(name.cloned()))?;
-    let Reply::Tunnels(tunnels) = reply else {
+    let Reply::Tunnels {
+        tunnels,
+        stale_routes,
+    } = reply
+    else {
         return Err(ClientError::Protocol(format!(
             "status answered with {reply:?}"
         )));
     };
+    if stale_routes.is_empty() {
+        report.pass("route ledger: every route it lists belongs to a running tunnel")?;
+    }
+    for r in &stale_routes {
+        report.fail(
+            &format!(
+                "route ledger: {} is left over from a tunnel that is gone",
+                crate::render::route(r)
+            ),
+            "restart the helper, which sweeps the ledger first (systemctl restart ztun-helper)",
+        )?;
+    }
     if tunnels.is_empty() {
         report.pass("no tunnels are up")?;
     }
@@ -99,6 +116,46 @@ fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::
             &format!("{summary}: its data plane is not running"),
             &format!("see the helper's log (journalctl -u ztun-helper), then ztunctl down {name} and up again"),
         )?,
+    }
+    let v4 = t
+        .addresses
+        .iter()
+        .find(|a| a.address.addr() == IpAddr::V4(t.spec.address.addr()));
+    let down_up = format!("ztunctl down {name}, then up again");
+    match v4 {
+        Some(a) if a.peer == Some(IpAddr::V4(t.spec.peer)) => {
+            report.pass(&format!(
+                "{name}: {iface} has {} with peer {}",
+                t.spec.address, t.spec.peer
+            ))?;
+        }
+        Some(_) => report.fail(
+            &format!(
+                "{name}: {iface} has {} but not the peer {}",
+                t.spec.address, t.spec.peer
+            ),
+            &down_up,
+        )?,
+        None => report.fail(
+            &format!(
+                "{name}: {iface} does not have its address {}",
+                t.spec.address
+            ),
+            &down_up,
+        )?,
+    }
+    if let Some(v6) = t.spec.ipv6 {
+        if t.addresses
+            .iter()
+            .any(|a| a.address.addr() == IpAddr::V6(v6.addr()))
+        {
+            report.pass(&format!("{name}: {iface} has {v6}"))?;
+        } else {
+            report.fail(
+                &format!("{name}: {iface} does not have its address {v6}"),
+                &down_up,
+            )?;
+        }
     }
     for r in &t.routes {
         let excluded = t.spec.exclude.contains(&r.route);

@@ -203,7 +203,7 @@ fn show(
         (Command::Version, Reply::Version { version, protocol }) => {
             writeln!(out, "ztun-helper {version} (protocol {protocol})")?;
         }
-        (Command::Route(RouteCommand::List { name }), Reply::Tunnels(ts)) => {
+        (Command::Route(RouteCommand::List { name }), Reply::Tunnels { tunnels: ts, .. }) => {
             for t in ts.iter().filter(|t| &t.spec.name == name) {
                 for r in &t.routes {
                     writeln!(out, "{}", render::route(r))?;
@@ -213,8 +213,10 @@ fn show(
         (Command::Status(StatusArgs { watch: true, .. }), Reply::Done) => {
             writeln!(out, "watching for events; Ctrl-C to stop")?;
         }
-        (_, Reply::Tunnels(ts)) if ts.is_empty() => writeln!(out, "no tunnels are up")?,
-        (_, Reply::Tunnels(ts)) => {
+        (_, Reply::Tunnels { tunnels: ts, .. }) if ts.is_empty() => {
+            writeln!(out, "no tunnels are up")?;
+        }
+        (_, Reply::Tunnels { tunnels: ts, .. }) => {
             let blocks: Vec<String> = ts.iter().map(|t| render::tunnel(t, now)).collect();
             write!(out, "{}", blocks.join("\n"))?;
         }

@@ -55,6 +55,7 @@ impl Tunnel {
                 TunnelState::Up
             },
             routes: self.installed.clone(),
+            addresses: Vec::new(),
             counters: self
                 .counters
                 .lock()
@@ -449,6 +450,10 @@ impl<P: Platform> Daemon<P> {
     /// now, so status (and `ztunctl doctor`) shows what is true, not what was
     /// true at install time: a route someone deleted or moved shows as such.
     async fn verify(&self, status: &mut TunnelStatus) {
+        match self.platform.interface_addresses(&status.interface).await {
+            Ok(addresses) => status.addresses = addresses,
+            Err(e) => tracing::warn!("cannot read the addresses of {}: {e}", status.interface),
+        }
         for route in &mut status.routes {
             match self.platform.lookup_route(route.route).await {
                 Ok(Some(k)) => (route.interface, route.gateway) = (k.interface, k.gateway),
@@ -506,6 +511,25 @@ impl<P: Platform> Handler for Daemon<P> {
                     .filter(|t| name.as_ref().is_none_or(|n| &t.spec.name == n))
                     .map(Tunnel::status)
                     .collect();
+                let stale_routes = state
+                    .ledger
+                    .entries()
+                    .iter()
+                    .filter(|e| {
+                        !state
+                            .tunnels
+                            .get(&e.tunnel)
+                            .is_some_and(|t| t.routes.contains(e))
+                    })
+                    .map(|e| InstalledRoute {
+                        route: e.dst,
+                        interface: e.target.interface().to_owned(),
+                        gateway: match e.target {
+                            RouteTarget::Gateway { via, .. } => Some(via),
+                            RouteTarget::Tunnel { .. } => None,
+                        },
+                    })
+                    .collect();
                 drop(state);
                 if let Some(n) = name.filter(|_| list.is_empty()) {
                     return Err(error(
@@ -516,7 +540,10 @@ impl<P: Platform> Handler for Daemon<P> {
                 for status in &mut list {
                     self.verify(status).await;
                 }
-                Ok(Reply::Tunnels(list))
+                Ok(Reply::Tunnels {
+                    tunnels: list,
+                    stale_routes,
+                })
             }
             Request::RouteAdd { name, routes } => self
                 .change_routes(&name, &routes, true)
@@ -532,5 +559,136 @@ impl<P: Platform> Handler for Daemon<P> {
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::fake::FakePlatform;
+    use ztun_proto::InterfaceAddress;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn spec() -> TunnelSpec {
+        let mut s = TunnelSpec::new("work".parse().unwrap());
+        s.routes = vec!["203.0.113.0/24".parse().unwrap()];
+        // reply: the forwarder's raw sockets would need root.
+        s.icmp = EchoPolicy::Reply;
+        s
+    }
+
+    async fn status(d: &Daemon<FakePlatform>) -> (Vec<TunnelStatus>, Vec<InstalledRoute>) {
+        match d.handle(Request::Status(None)).await.unwrap() {
+            Reply::Tunnels {
+                tunnels,
+                stale_routes,
+            } => (tunnels, stale_routes),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn status_shows_the_interfaces_addresses_and_routes_as_the_kernel_has_them() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = Daemon::start(FakePlatform::new(None), dir.path())
+                .await
+                .unwrap();
+            d.handle(Request::Up(spec())).await.unwrap();
+            let (tunnels, stale) = status(&d).await;
+            assert_eq!(tunnels[0].interface, "ztun0");
+            assert_eq!(
+                tunnels[0].addresses,
+                [InterfaceAddress {
+                    address: "198.18.0.1/32".parse().unwrap(),
+                    peer: Some("198.18.0.2".parse().unwrap())
+                }]
+            );
+            assert_eq!(tunnels[0].routes[0].interface, "ztun0");
+            assert!(stale.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_route_that_cannot_be_removed_shows_as_stale_until_the_next_start_sweeps_it() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = FakePlatform::new(None);
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            d.handle(Request::Up(spec())).await.unwrap();
+            fake.fail_delete(Some("203.0.113.0/24".parse().unwrap()));
+            let err = d
+                .handle(Request::Down(DownTarget::Name("work".parse().unwrap())))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, ErrorCode::Platform);
+            let (tunnels, stale) = status(&d).await;
+            assert!(tunnels.is_empty());
+            assert_eq!(
+                stale
+                    .iter()
+                    .map(|r| r.route.to_string())
+                    .collect::<Vec<_>>(),
+                ["203.0.113.0/24"]
+            );
+            drop(d);
+
+            fake.fail_delete(None);
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            let (tunnels, stale) = status(&d).await;
+            assert!(tunnels.is_empty(), "down removed it from the desired set");
+            assert!(stale.is_empty(), "the start-up sweep removed it");
+            assert!(fake.table().is_empty());
+        });
+    }
+
+    #[test]
+    fn a_second_tunnel_of_the_same_name_is_refused_and_names_are_reused_after_down() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = Daemon::start(FakePlatform::new(None), dir.path())
+                .await
+                .unwrap();
+            d.handle(Request::Up(spec())).await.unwrap();
+            let err = d.handle(Request::Up(spec())).await.unwrap_err();
+            assert_eq!(
+                (err.code, err.message.as_str()),
+                (
+                    ErrorCode::Exists,
+                    "tunnel work is already up; take it down first"
+                )
+            );
+            d.handle(Request::Down(DownTarget::All)).await.unwrap();
+            let Reply::Tunnel(t) = d.handle(Request::Up(spec())).await.unwrap() else {
+                panic!()
+            };
+            assert_eq!(t.interface, "ztun0");
+        });
+    }
+
+    #[test]
+    fn a_socks5_upstream_is_refused_with_a_clear_error_until_it_is_built() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = Daemon::start(FakePlatform::new(None), dir.path())
+                .await
+                .unwrap();
+            let mut s = spec();
+            s.upstream = "socks5://192.0.2.10:1080".parse().unwrap();
+            let err = d.handle(Request::Up(s)).await.unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument);
+            assert!(
+                err.message.contains("SOCKS5 upstreams are not built yet"),
+                "{}",
+                err.message
+            );
+        });
     }
 }

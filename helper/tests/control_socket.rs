@@ -40,7 +40,10 @@ impl Handler for FakeDaemon {
                 version: "test".into(),
                 protocol: 1,
             }),
-            Request::Status(_) => Ok(Reply::Tunnels(vec![])),
+            Request::Status(_) => Ok(Reply::Tunnels {
+                tunnels: vec![],
+                stale_routes: vec![],
+            }),
             Request::Down(DownTarget::Name(n)) => Err(ErrorReply::new(
                 ErrorCode::NotFound,
                 format!("no tunnel {n}"),
@@ -119,7 +122,10 @@ fn requests_reach_the_daemon_and_replies_come_back() {
     let s = start();
     assert_eq!(
         ask(&s.path, &Request::Status(None)),
-        Response::Ok(Reply::Tunnels(vec![]))
+        Response::Ok(Reply::Tunnels {
+            tunnels: vec![],
+            stale_routes: vec![]
+        })
     );
     let down = Request::Down(DownTarget::Name("work".parse().unwrap()));
     let Response::Err(e) = ask(&s.path, &down) else {
@@ -164,7 +170,13 @@ fn an_ordinary_user_may_read_but_not_change() {
     })
     .join()
     .unwrap();
-    assert_eq!(status, Response::Ok(Reply::Tunnels(vec![])));
+    assert_eq!(
+        status,
+        Response::Ok(Reply::Tunnels {
+            tunnels: vec![],
+            stale_routes: vec![]
+        })
+    );
     let Response::Err(e) = up else {
         panic!("nobody took every tunnel down")
     };
@@ -254,7 +266,13 @@ fn a_hundred_clients_at_once_are_all_answered() {
         })
         .collect();
     for t in threads {
-        assert_eq!(t.join().unwrap(), Response::Ok(Reply::Tunnels(vec![])));
+        assert_eq!(
+            t.join().unwrap(),
+            Response::Ok(Reply::Tunnels {
+                tunnels: vec![],
+                stale_routes: vec![]
+            })
+        );
     }
 }
 

@@ -519,6 +519,12 @@ fn doctor_passes_a_healthy_tunnel_and_names_a_route_deleted_behind_its_back() {
         healthy.contains("✓ doc: 203.0.113.0/25 -> ztun0"),
         "{healthy}"
     );
+    for line in [
+        "✓ doc: ztun0 has 198.18.0.1/32 with peer 198.18.0.2",
+        "✓ route ledger: every route it lists belongs to a running tunnel",
+    ] {
+        assert!(healthy.contains(line), "{healthy}");
+    }
     assert!(healthy.trim_end().ends_with("checks passed"), "{healthy}");
 
     t.client.ip(&["route", "del", "203.0.113.0/25"]).unwrap();

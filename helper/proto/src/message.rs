@@ -216,8 +216,13 @@ pub enum Reply {
     Version { version: String, protocol: i64 },
     /// `up`, `route.add`, `route.remove`: the tunnel as it now stands.
     Tunnel(Box<TunnelStatus>),
-    /// `status`.
-    Tunnels(Vec<TunnelStatus>),
+    /// `status`: the tunnels, and routes the ledger still lists that belong
+    /// to no running tunnel (a removal that failed; the next start sweeps
+    /// them).
+    Tunnels {
+        tunnels: Vec<TunnelStatus>,
+        stale_routes: Vec<InstalledRoute>,
+    },
     /// `down`, and `watch` before its event stream.
     Done,
 }
@@ -237,10 +242,24 @@ impl Response {
                 .set("version", version.clone())
                 .set("protocol", *protocol),
             Response::Ok(Reply::Tunnel(t)) => ok.set("tunnel", t.to_value()),
-            Response::Ok(Reply::Tunnels(ts)) => ok.set(
-                "tunnels",
-                ts.iter().map(TunnelStatus::to_value).collect::<Vec<_>>(),
-            ),
+            Response::Ok(Reply::Tunnels {
+                tunnels,
+                stale_routes,
+            }) => ok
+                .set(
+                    "tunnels",
+                    tunnels
+                        .iter()
+                        .map(TunnelStatus::to_value)
+                        .collect::<Vec<_>>(),
+                )
+                .set(
+                    "stale_routes",
+                    stale_routes
+                        .iter()
+                        .map(InstalledRoute::to_value)
+                        .collect::<Vec<_>>(),
+                ),
             Response::Ok(Reply::Done) => ok,
             Response::Err(e) => DictBuilder::new().flag("ok", false).set(
                 "error",
@@ -270,13 +289,21 @@ impl Response {
             Op::Up | Op::RouteAdd | Op::RouteRemove => Reply::Tunnel(Box::new(
                 TunnelStatus::decode(f.value("tunnel")?, "tunnel")?,
             )),
-            Op::Status => Reply::Tunnels(
-                f.array("tunnels")?
+            Op::Status => Reply::Tunnels {
+                tunnels: f
+                    .array("tunnels")?
                     .iter()
                     .enumerate()
                     .map(|(i, t)| TunnelStatus::decode(t, &format!("tunnels[{i}]")))
                     .collect::<Result<_, _>>()?,
-            ),
+                stale_routes: f
+                    .opt_array("stale_routes")?
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| InstalledRoute::decode(r, &format!("stale_routes[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            },
             Op::Down | Op::Watch => Reply::Done,
         };
         Ok(Response::Ok(reply))

@@ -406,6 +406,31 @@ impl InstalledRoute {
     }
 }
 
+/// An address on the tunnel interface as the kernel holds it now (S2: the
+/// point-to-point peer must be set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    pub address: IpNet,
+    pub peer: Option<IpAddr>,
+}
+
+impl InterfaceAddress {
+    pub(crate) fn decode(value: &Value, path: &str) -> Result<Self, DecodeError> {
+        let f = Fields::new(value, path)?;
+        Ok(Self {
+            address: f.parsed("address", |s| s.parse::<IpNet>().map_err(|e| e.to_string()))?,
+            peer: f.opt_parsed("peer", |s| s.parse::<IpAddr>().map_err(|e| e.to_string()))?,
+        })
+    }
+
+    pub fn to_value(&self) -> Value {
+        DictBuilder::new()
+            .set("address", self.address.to_string())
+            .set_opt("peer", self.peer.map(|p| p.to_string()))
+            .build()
+    }
+}
+
 /// Traffic counters of one tunnel since it came up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -493,6 +518,8 @@ pub struct TunnelStatus {
     pub interface: String,
     pub state: TunnelState,
     pub routes: Vec<InstalledRoute>,
+    /// The interface's addresses as the kernel reports them now.
+    pub addresses: Vec<InterfaceAddress>,
     pub counters: Counters,
     /// When the tunnel came up, in seconds since the Unix epoch.
     pub since: i64,
@@ -509,11 +536,19 @@ impl TunnelStatus {
             .enumerate()
             .map(|(i, r)| InstalledRoute::decode(r, &format!("{}[{i}]", f.key("installed"))))
             .collect::<Result<_, _>>()?;
+        let addresses = f
+            .opt_array("addresses")?
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| InterfaceAddress::decode(a, &format!("{}[{i}]", f.key("addresses"))))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             spec,
             interface: f.str("interface")?.to_owned(),
             state: f.parsed("state", str::parse)?,
             routes,
+            addresses,
             counters: Counters::decode(f.value("counters")?, &f.key("counters"))?,
             since: f.int("since")?,
         })
@@ -528,6 +563,13 @@ impl TunnelStatus {
             .set("interface", self.interface.clone())
             .set("state", self.state.as_str())
             .set("installed", installed)
+            .set(
+                "addresses",
+                self.addresses
+                    .iter()
+                    .map(InterfaceAddress::to_value)
+                    .collect::<Vec<_>>(),
+            )
             .set("counters", self.counters.to_value())
             .set("since", self.since)
             .build()

@@ -13,8 +13,9 @@ use std::path::PathBuf;
 
 use ztun_proto::plist::Value;
 use ztun_proto::{
-    Counters, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, InstalledRoute, Op, Reply,
-    Request, Response, RouteChange, TunnelSpec, TunnelState, TunnelStatus,
+    Counters, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, InstalledRoute,
+    InterfaceAddress, Op, Reply, Request, Response, RouteChange, TunnelSpec, TunnelState,
+    TunnelStatus,
 };
 
 enum Message {
@@ -80,6 +81,16 @@ fn status() -> TunnelStatus {
             route("203.0.113.0/24"),
             route("198.51.100.7/32"),
             route("2001:db8:1::/48"),
+        ],
+        addresses: vec![
+            InterfaceAddress {
+                address: "198.18.0.1/32".parse().unwrap(),
+                peer: Some("198.18.0.2".parse().unwrap()),
+            },
+            InterfaceAddress {
+                address: "2001:db8:ff::1/64".parse().unwrap(),
+                peer: None,
+            },
         ],
         counters: Counters {
             packets_in: 1200,
@@ -164,7 +175,13 @@ fn cases() -> Vec<(&'static str, Message)> {
         ),
         (
             "reply-status",
-            Message::Response(Op::Status, Response::Ok(Reply::Tunnels(vec![status()]))),
+            Message::Response(
+                Op::Status,
+                Response::Ok(Reply::Tunnels {
+                    tunnels: vec![status()],
+                    stale_routes: vec![exclusion_route()],
+                }),
+            ),
         ),
         (
             "reply-done",

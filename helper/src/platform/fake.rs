@@ -30,6 +30,8 @@ struct State {
     /// Installs of these prefixes land on this interface instead (the S3 bug).
     misroute: Option<(IpNet, String)>,
     fail_add: Option<IpNet>,
+    fail_delete: Option<IpNet>,
+    addresses: Vec<(String, ztun_proto::InterfaceAddress)>,
 }
 
 /// Cloning shares the state, so a test can keep a handle while the daemon
@@ -71,6 +73,11 @@ impl FakePlatform {
         self.state().fail_add = Some(dst);
     }
 
+    /// Makes removing `dst` fail (`None` heals it).
+    pub fn fail_delete(&self, dst: Option<IpNet>) {
+        self.state().fail_delete = dst;
+    }
+
     /// A route someone else installed.
     pub fn preinstall(&self, dst: IpNet, route: KernelRoute) {
         self.state().table.push((dst, route));
@@ -106,6 +113,20 @@ impl Platform for FakePlatform {
             .unwrap_or_else(|| format!("tun{}", s.next_device));
         s.next_device += 1;
         s.calls.push(Call::CreateDevice(name.clone()));
+        let v4 = ztun_proto::InterfaceAddress {
+            address: IpNet::V4(config.address),
+            peer: Some(std::net::IpAddr::V4(config.peer)),
+        };
+        s.addresses.push((name.clone(), v4));
+        if let Some(v6) = config.ipv6 {
+            s.addresses.push((
+                name.clone(),
+                ztun_proto::InterfaceAddress {
+                    address: IpNet::V6(v6),
+                    peer: None,
+                },
+            ));
+        }
         Ok((FakeDevice, name))
     }
 
@@ -140,6 +161,13 @@ impl Platform for FakePlatform {
     async fn delete_route(&self, entry: &RouteEntry) -> Result<bool, PlatformError> {
         let mut s = self.state();
         s.calls.push(Call::DeleteRoute(entry.clone()));
+        if s.fail_delete == Some(entry.dst) {
+            return Err(PlatformError::RouteDelete {
+                dst: entry.dst,
+                interface: entry.target.interface().to_owned(),
+                source: io::Error::from(io::ErrorKind::PermissionDenied),
+            });
+        }
         let before = s.table.len();
         s.table.retain(|(d, _)| *d != entry.dst);
         Ok(s.table.len() < before)
@@ -152,6 +180,18 @@ impl Platform for FakePlatform {
             .iter()
             .find(|(d, _)| *d == dst)
             .map(|(_, r)| r.clone()))
+    }
+
+    async fn interface_addresses(
+        &self,
+        interface: &str,
+    ) -> Result<Vec<ztun_proto::InterfaceAddress>, PlatformError> {
+        let s = self.state();
+        Ok(s.addresses
+            .iter()
+            .filter(|(i, _)| i == interface)
+            .map(|(_, a)| a.clone())
+            .collect())
     }
 
     async fn physical_gateway(&self) -> Result<Option<PhysicalGateway>, PlatformError> {

@@ -8,11 +8,14 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope, RouteType,
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
+
+use ztun_proto::InterfaceAddress;
 
 use super::{DeviceConfig, KernelRoute, Platform, PlatformError};
 use crate::routes::{PhysicalGateway, RouteEntry, RouteTarget};
@@ -265,6 +268,43 @@ impl Platform for LinuxPlatform {
             interface: self.name_of(index).await?,
             gateway: gateway(&route),
         }))
+    }
+
+    async fn interface_addresses(
+        &self,
+        interface: &str,
+    ) -> Result<Vec<InterfaceAddress>, PlatformError> {
+        let index = self.index_of(interface).await?;
+        let messages: Vec<AddressMessage> = self
+            .netlink
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| PlatformError::RouteRead(to_io(e)))?;
+        // On a point-to-point link IFA_LOCAL is our address and IFA_ADDRESS
+        // the peer; otherwise IFA_ADDRESS alone is ours.
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| {
+                let (mut local, mut address) = (None, None);
+                for a in m.attributes {
+                    match a {
+                        AddressAttribute::Local(ip) => local = Some(ip),
+                        AddressAttribute::Address(ip) => address = Some(ip),
+                        _ => {}
+                    }
+                }
+                let ours = local.or(address)?;
+                let peer = local.and(address).filter(|p| *p != ours);
+                Some(InterfaceAddress {
+                    address: IpNet::new(ours, m.header.prefix_len).ok()?,
+                    peer,
+                })
+            })
+            .collect())
     }
 
     async fn physical_gateway(&self) -> Result<Option<PhysicalGateway>, PlatformError> {

@@ -90,6 +90,13 @@ pub trait Platform: Send + Sync + 'static {
         dst: IpNet,
     ) -> impl Future<Output = Result<Option<KernelRoute>, PlatformError>> + Send;
 
+    /// The addresses on `interface` as the kernel holds them now, each with
+    /// its point-to-point peer when it has one (S2).
+    fn interface_addresses(
+        &self,
+        interface: &str,
+    ) -> impl Future<Output = Result<Vec<ztun_proto::InterfaceAddress>, PlatformError>> + Send;
+
     /// The physical network's default route (interface and gateways), or
     /// `None` when the machine has none.
     fn physical_gateway(
