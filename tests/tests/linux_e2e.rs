@@ -379,6 +379,13 @@ fn fds(pid: u32) -> usize {
         .count()
 }
 
+/// Threads of a process (a leaked blocking task would hold one).
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
 #[test]
 fn two_hundred_up_down_cycles_leak_no_descriptor_route_or_interface() {
     if !can_run("two_hundred_up_down_cycles_leak_no_descriptor_route_or_interface") {
@@ -391,6 +398,7 @@ fn two_hundred_up_down_cycles_leak_no_descriptor_route_or_interface() {
         .unwrap();
     t.ztunctl_ok(&["down", "c"]).unwrap();
     let (fds_before, routes_before) = (fds(helper.pid()), t.client_routes().unwrap());
+    let threads_before = threads(helper.pid());
     let links_before = stdout(&t.client.ip(&["-br", "link"]).unwrap());
     for _ in 0..200 {
         t.ztunctl_ok(&[
@@ -406,6 +414,7 @@ fn two_hundred_up_down_cycles_leak_no_descriptor_route_or_interface() {
         t.ztunctl_ok(&["down", "c"]).unwrap();
     }
     assert_eq!(fds(helper.pid()), fds_before, "descriptors");
+    assert_eq!(threads(helper.pid()), threads_before, "threads");
     assert_eq!(t.client_routes().unwrap(), routes_before, "routes");
     assert_eq!(
         stdout(&t.client.ip(&["-br", "link"]).unwrap()),
