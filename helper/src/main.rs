@@ -35,15 +35,37 @@ const DEFAULT_ADMIN_GROUP: &str = if cfg!(target_os = "macos") {
     "ztun"
 };
 
+/// The `os_log` subsystem (DESIGN.md §5); `log stream --predicate
+/// 'subsystem == "com.ztun.helper"'` shows it.
+#[cfg(target_os = "macos")]
+const OS_LOG_SUBSYSTEM: &str = "com.ztun.helper";
+
+/// stderr (journald under systemd); on macOS under launchd, `os_log`, where
+/// every message is public, so nothing secret is ever logged.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::EnvFilter;
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // launchd names its jobs in XPC_SERVICE_NAME; a terminal session has "0".
+    #[cfg(target_os = "macos")]
+    if std::env::var_os("XPC_SERVICE_NAME").is_some_and(|n| n != "0") {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_oslog::OsLogger::new(OS_LOG_SUBSYSTEM, "default"))
+            .init();
+        return;
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -64,7 +86,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(target_os = "linux")]
 async fn serve(args: Args) -> anyhow::Result<()> {
     use std::sync::Arc;
 
@@ -73,7 +94,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     use ztun_helper::control::unix::UnixServer;
     use ztun_helper::control::AdminGroup;
     use ztun_helper::daemon::Daemon;
-    use ztun_helper::platform::linux::LinuxPlatform;
 
     let admins = AdminGroup::lookup(&args.admin_group)
         .with_context(|| format!("cannot look up group {}", args.admin_group))?;
@@ -83,8 +103,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             admins.name
         );
     }
-    let platform =
-        LinuxPlatform::new().context("cannot open netlink; is this Linux with rtnetlink?")?;
+    #[cfg(target_os = "linux")]
+    let platform = ztun_helper::platform::linux::LinuxPlatform::new()
+        .context("cannot open netlink; is this Linux with rtnetlink?")?;
+    // The Unix socket serves macOS too, for development; XPC is issue 8.
+    #[cfg(target_os = "macos")]
+    let platform = ztun_helper::platform::macos::MacosPlatform::new();
     let daemon = Arc::new(
         Daemon::start(platform, &args.state_dir)
             .await
@@ -110,11 +134,4 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     daemon.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn serve(_args: Args) -> std::future::Ready<anyhow::Result<()>> {
-    std::future::ready(Err(anyhow::anyhow!(
-        "this platform's backend (utun, PF_ROUTE, XPC) is not built yet; see issue 7"
-    )))
 }
