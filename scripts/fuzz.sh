@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(control_frame engine_packet)
+[ ${#targets[@]} -gt 0 ] || targets=(control_frame engine_packet rtmsg_decode)
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal >&2
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked >&2
@@ -57,6 +57,27 @@ udp = l4(17, struct.pack(">HHHH", 40000, 53, 8 + 4, 0) + b"ztun")
 for name, data in [("echo", framed(ipv4(1, echo))), ("syn", framed(ipv4(6, syn))), ("udp", framed(ipv4(17, udp))),
                    ("mixed", framed(ipv4(1, echo), ipv4(6, syn), ipv4(17, udp), ipv4(6, syn)))]:
     (out / name).write_bytes(data)
+PY
+      ;;
+    rtmsg_decode)
+      # Seeds: an RTM_ADD of 203.0.113.0/24 into utun4 (index 9) as the helper
+      # writes it, and the kernel's RTM_GET reply naming utun4, laid out from
+      # xnu route.h (92-byte rt_msghdr, host order, sockaddrs rounded to 4).
+      python3 - "$dir" <<'PY'
+import pathlib, struct, sys
+out = pathlib.Path(sys.argv[1])
+def sin(a): return struct.pack("<BB", 16, 2) + b"\0\0" + bytes(a) + b"\0" * 8
+def sdl(index, name=b""):
+    body = struct.pack("<BBHBBBB", 0, 18, index, 0, len(name), 0, 0) + name
+    body = bytes([8 + len(name)]) + body[1:]
+    return body + b"\0" * (-len(body) % 4)
+def msg(kind, flags, addrs, sockaddrs, errno=0, pid=0, seq=1):
+    body = b"".join(sockaddrs)
+    hdr = struct.pack("<HBBHHiiiiiiI", 92 + len(body), 5, kind, 9, 0, flags, addrs, pid, seq, errno, 0, 0) + b"\0" * 56
+    return hdr + body
+add = msg(1, 0x801, 0x7, [sin([203, 0, 113, 0]), sdl(9), sin([255, 255, 255, 0])])
+reply = msg(4, 0x841, 0x17, [sin([203, 0, 113, 0]), sdl(9), sin([255, 255, 255, 0]), sdl(9, b"utun4")], pid=42, seq=7)
+(out / "add").write_bytes(add); (out / "get-reply").write_bytes(reply); (out / "batch").write_bytes(add + reply)
 PY
       ;;
   esac

@@ -384,10 +384,7 @@ impl<P: Platform> Daemon<P> {
             // the tunnel: `route add` is also how a lost route is repaired.
             let mut todo = Vec::new();
             for entry in entries {
-                let healthy = tunnel.routes.contains(&entry)
-                    && matches!(self.platform.lookup_route(entry.dst).await,
-                                Ok(Some(k)) if k.interface == tunnel.interface);
-                if !healthy {
+                if !tunnel.routes.contains(&entry) || !self.resolves_as_planned(&entry).await {
                     todo.push(entry);
                 }
             }
@@ -439,6 +436,94 @@ impl<P: Platform> Daemon<P> {
             tracing::warn!("route change on {name} will not survive a restart: {e}");
         }
         Ok(state.tunnels[name].status())
+    }
+}
+
+/// How long the network must be quiet before routes are re-checked: one
+/// Wi-Fi switch or DHCP renewal is a burst of kernel messages.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl<P: Platform> Daemon<P> {
+    /// Whether the kernel still resolves `entry` the way it was installed.
+    /// A failed lookup counts as yes: never re-install on a guess.
+    async fn resolves_as_planned(&self, entry: &RouteEntry) -> bool {
+        let gateway = match &entry.target {
+            RouteTarget::Gateway { via, .. } => Some(*via),
+            RouteTarget::Tunnel { .. } => None,
+        };
+        match self.platform.lookup_route(entry.dst).await {
+            Ok(Some(k)) => k.interface == entry.target.interface() && k.gateway == gateway,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Follows the platform's network-change signals until they stop: after
+    /// each burst settles, every tunnel's routes are read again and the ones
+    /// that vanished or moved (an interface went down, someone ran `route
+    /// delete`, a network switch) are installed again.
+    pub async fn follow_network(&self) {
+        let mut changes = match self.platform.network_changes() {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch the network, lost routes will not be re-installed: {e}"
+                );
+                return;
+            }
+        };
+        while changes.recv().await.is_some() {
+            tokio::time::sleep(SETTLE).await;
+            while changes.try_recv().is_ok() {}
+            self.reassert().await;
+        }
+    }
+
+    async fn reassert(&self) {
+        let mut state = self.state.lock().await;
+        let State {
+            ledger, tunnels, ..
+        } = &mut *state;
+        for tunnel in tunnels.values_mut() {
+            let mut lost = Vec::new();
+            for entry in &tunnel.routes {
+                if !self.resolves_as_planned(entry).await {
+                    lost.push(entry.clone());
+                }
+            }
+            if lost.is_empty() {
+                continue;
+            }
+            let name = tunnel.spec.name.clone();
+            let shown: Vec<String> = lost.iter().map(|e| e.dst.to_string()).collect();
+            match routes::install(&*self.platform, ledger, &lost).await {
+                Ok(installed) => {
+                    tracing::info!(
+                        "tunnel {name}: re-installed lost route(s) {}",
+                        shown.join(", ")
+                    );
+                    for route in installed {
+                        tunnel.installed.retain(|r| r.route != route.route);
+                        tunnel.installed.push(route.clone());
+                        self.emit(Event::Route {
+                            name: name.clone(),
+                            change: RouteChange::Added,
+                            route,
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "tunnel {name}: lost route(s) {} could not be re-installed: {e}",
+                        shown.join(", ")
+                    );
+                    self.emit(Event::Error {
+                        name: Some(name),
+                        message: format!("lost routes not re-installed: {e}"),
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -689,6 +774,36 @@ mod tests {
                 "{}",
                 err.message
             );
+        });
+    }
+
+    #[test]
+    fn a_route_lost_behind_the_daemons_back_is_reinstalled_after_a_network_change() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = FakePlatform::new(None);
+            let d = Arc::new(Daemon::start(fake.clone(), dir.path()).await.unwrap());
+            let follower = tokio::spawn({
+                let d = Arc::clone(&d);
+                async move { d.follow_network().await }
+            });
+            tokio::task::yield_now().await;
+            d.handle(Request::Up(spec())).await.unwrap();
+            let mut events = d.subscribe();
+            let dst = "203.0.113.0/24".parse().unwrap();
+            fake.vanish(dst);
+            assert_eq!(status(&d).await.0[0].routes[0].interface, ROUTE_MISSING);
+            fake.network_changed();
+            let event = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                matches!(&event, Event::Route { change: RouteChange::Added, route, .. } if route.route == dst),
+                "{event:?}"
+            );
+            assert_eq!(status(&d).await.0[0].routes[0].interface, "ztun0");
+            follower.abort();
         });
     }
 }

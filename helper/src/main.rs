@@ -121,6 +121,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         server.path().display(),
         admins.name
     );
+    let follower = tokio::spawn({
+        let daemon = Arc::clone(&daemon);
+        async move { daemon.follow_network().await }
+    });
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
@@ -131,6 +135,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Stop accepting first (the server is dropped here, removing its
     // socket), then routes and devices, in that order, tunnel by tunnel.
     drop(server);
+    follower.abort();
     daemon.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())

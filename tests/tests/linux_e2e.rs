@@ -511,8 +511,9 @@ fn iperf3_runs_through_the_tunnel_in_both_directions() {
 }
 
 #[test]
-fn doctor_passes_a_healthy_tunnel_and_names_a_route_deleted_behind_its_back() {
-    if !can_run("doctor_passes_a_healthy_tunnel_and_names_a_route_deleted_behind_its_back") {
+fn doctor_passes_a_healthy_tunnel_and_names_a_route_taken_over_by_another_interface() {
+    if !can_run("doctor_passes_a_healthy_tunnel_and_names_a_route_taken_over_by_another_interface")
+    {
         return;
     }
     let t = Topology::new("doctor").unwrap();
@@ -536,20 +537,35 @@ fn doctor_passes_a_healthy_tunnel_and_names_a_route_deleted_behind_its_back() {
     }
     assert!(healthy.trim_end().ends_with("checks passed"), "{healthy}");
 
-    t.client.ip(&["route", "del", "203.0.113.0/25"]).unwrap();
+    // S3: the route is replaced by one through the physical interface. The
+    // helper's monitor sees it, cannot take the prefix back (someone else
+    // holds it) and doctor names the culprit and the fix.
+    t.client
+        .ip(&[
+            "route",
+            "replace",
+            "203.0.113.0/25",
+            "via",
+            "198.51.100.2",
+            "dev",
+            "veth-c",
+        ])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
     let out = t.ztunctl(&["doctor", "doc"]).unwrap();
     assert_eq!(out.status.code(), Some(1));
     let sick = stdout(&out);
     assert!(
-        sick.contains("✗ doc: route 203.0.113.0/25 is gone from the routing table"),
+        sick.contains("✗ doc: 203.0.113.0/25 -> veth-c via 198.51.100.2, expected ztun0"),
         "{sick}"
     );
-    assert!(
-        sick.contains("    fix: ztunctl route add doc 203.0.113.0/25"),
-        "{sick}"
-    );
+    let fix = "remove the other route (ip route del 203.0.113.0/25 dev veth-c), then ztunctl route add doc 203.0.113.0/25";
+    assert!(sick.contains(&format!("    fix: {fix}")), "{sick}");
 
-    // The fix doctor names repairs it.
+    // Doing what the fix says heals it (the monitor re-installs on its own).
+    t.client
+        .ip(&["route", "del", "203.0.113.0/25", "dev", "veth-c"])
+        .unwrap();
     t.ztunctl_ok(&["route", "add", "doc", "203.0.113.0/25"])
         .unwrap();
     assert!(t
@@ -597,4 +613,26 @@ fn routes_can_be_added_and_removed_but_not_the_last_one() {
     assert_eq!(last.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&last.stderr)
         .contains("would leave r with no routes; take it down instead"));
+}
+
+#[test]
+fn a_route_deleted_behind_the_helpers_back_comes_back_by_itself() {
+    if !can_run("a_route_deleted_behind_the_helpers_back_comes_back_by_itself") {
+        return;
+    }
+    let t = Topology::new("monitor").unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "m", "--route", "203.0.113.0/25"])
+        .unwrap();
+    t.client.ip(&["route", "del", "203.0.113.0/25"]).unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(2), || t
+            .client_routes()
+            .unwrap()
+            .contains("203.0.113.0/25 dev ztun0")),
+        "not re-installed within 2 s"
+    );
+    eprintln!("route re-installed after {:?}", started.elapsed());
+    assert!(ping(&t, SERVER, "1").contains("1 received"));
 }

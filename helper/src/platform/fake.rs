@@ -32,6 +32,7 @@ struct State {
     fail_add: Option<IpNet>,
     fail_delete: Option<IpNet>,
     addresses: Vec<(String, ztun_proto::InterfaceAddress)>,
+    changes: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 /// Cloning shares the state, so a test can keep a handle while the daemon
@@ -76,6 +77,18 @@ impl FakePlatform {
     /// Makes removing `dst` fail (`None` heals it).
     pub fn fail_delete(&self, dst: Option<IpNet>) {
         self.state().fail_delete = dst;
+    }
+
+    /// Takes `dst` out of the fake kernel table behind the daemon's back.
+    pub fn vanish(&self, dst: IpNet) {
+        self.state().table.retain(|(d, _)| *d != dst);
+    }
+
+    /// Signals a network change, as the kernel's route monitor would.
+    pub fn network_changed(&self) {
+        if let Some(tx) = &self.state().changes {
+            let _ = tx.try_send(());
+        }
     }
 
     /// A route someone else installed.
@@ -198,6 +211,12 @@ impl Platform for FakePlatform {
         let mut s = self.state();
         s.calls.push(Call::PhysicalGateway);
         Ok(s.physical.clone())
+    }
+
+    fn network_changes(&self) -> io::Result<tokio::sync::mpsc::Receiver<()>> {
+        let (tx, rx) = super::change_channel();
+        self.state().changes = Some(tx);
+        Ok(rx)
     }
 
     fn bind_to_interface(&self, _socket: &socket2::Socket, interface: &str) -> io::Result<()> {

@@ -6,7 +6,7 @@
 use std::io;
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::route::{
@@ -338,6 +338,32 @@ impl Platform for LinuxPlatform {
             v4: Some(v4),
             v6: v6.filter(|(i, _)| *i == index).map(|(_, gw)| gw),
         }))
+    }
+
+    fn network_changes(&self) -> io::Result<tokio::sync::mpsc::Receiver<()>> {
+        use rtnetlink::MulticastGroup;
+        let groups = [
+            MulticastGroup::Link,
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Ipv6Ifaddr,
+            MulticastGroup::Ipv4Route,
+            MulticastGroup::Ipv6Route,
+        ];
+        let (connection, _handle, mut messages) = rtnetlink::new_multicast_connection(&groups)?;
+        let (tx, rx) = super::change_channel();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = connection => {}
+                () = async {
+                    while messages.next().await.is_some() {
+                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                            return;
+                        }
+                    }
+                } => {}
+            }
+        });
+        Ok(rx)
     }
 
     fn bind_to_interface(&self, socket: &socket2::Socket, interface: &str) -> io::Result<()> {

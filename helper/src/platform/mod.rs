@@ -103,6 +103,11 @@ pub trait Platform: Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<Option<PhysicalGateway>, PlatformError>> + Send;
 
+    /// A stream of "the network may have changed" signals (an interface,
+    /// address or route came or went), coalesced: the daemon re-checks its
+    /// routes after each. Watching runs until the receiver is dropped.
+    fn network_changes(&self) -> io::Result<tokio::sync::mpsc::Receiver<()>>;
+
     /// Binds an outbound socket to `interface` so its traffic can never loop
     /// back into the tunnel (S6).
     fn bind_to_interface(&self, socket: &socket2::Socket, interface: &str) -> io::Result<()>;
@@ -117,4 +122,13 @@ pub fn register(socket: socket2::Socket) -> io::Result<tokio::io::unix::AsyncFd<
     // descriptor, and the `AsyncFd` takes ownership of the socket, so the
     // descriptor outlives the registration.
     unsafe { tokio::io::unix::AsyncFd::register(socket) }.map_err(io::Error::from)
+}
+
+/// A channel for [`Platform::network_changes`]: capacity one, so a burst of
+/// kernel messages becomes one pending signal.
+pub fn change_channel() -> (
+    tokio::sync::mpsc::Sender<()>,
+    tokio::sync::mpsc::Receiver<()>,
+) {
+    tokio::sync::mpsc::channel(1)
 }

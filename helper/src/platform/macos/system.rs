@@ -275,6 +275,36 @@ impl Platform for MacosPlatform {
         }))
     }
 
+    fn network_changes(&self) -> io::Result<tokio::sync::mpsc::Receiver<()>> {
+        let socket = Socket::new(Domain::from(PF_ROUTE), Type::RAW, None)?;
+        socket.set_nonblocking(true)?;
+        let socket = crate::platform::register(socket)?;
+        let (tx, rx) = crate::platform::change_channel();
+        tokio::spawn(async move {
+            let mut buf = vec![0_u8; 8192];
+            loop {
+                let Ok(mut ready) = socket.readable().await else {
+                    return;
+                };
+                let n = match ready.try_io(|s| s.get_ref().read(&mut buf)) {
+                    Ok(Ok(n)) => n,
+                    Ok(Err(_)) => return,
+                    Err(_would_block) => continue,
+                };
+                // Routes, addresses, interfaces: every kind the helper cares
+                // about is a reason to look again; the daemon debounces.
+                let relevant = super::rtmsg::messages(&buf[..n]).any(|m| m.is_ok());
+                if relevant {
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(())
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     fn bind_to_interface(&self, socket: &Socket, interface: &str) -> io::Result<()> {
         let index = NonZeroU32::new(Self::index_of(interface).map_err(io::Error::other)?)
             .ok_or_else(|| io::Error::other(format!("no interface named {interface}")))?;
