@@ -340,3 +340,16 @@ fn binding_replaces_a_stale_socket_but_never_a_live_one() {
     drop(server);
     assert!(!stale.exists(), "dropping the server removes its socket");
 }
+
+#[test]
+fn binding_in_an_existing_directory_leaves_its_mode_alone() {
+    // With --socket /tmp/ztun.sock, changing the parent's mode would strip
+    // /tmp's sticky bit.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let server = rt.block_on(async { UnixServer::bind(&dir.path().join("ztun.sock")) }).unwrap();
+    let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777);
+    drop(server);
+}

@@ -42,10 +42,12 @@ pub struct UnixServer {
 }
 
 impl UnixServer {
-    /// Binds `path`, creating its directory (0755) and replacing a stale
-    /// socket left by a crash, but refusing to steal one a live helper holds.
+    /// Binds `path`, creating its directory (0755) if it does not exist —
+    /// an existing directory's mode is never changed, which matters when it
+    /// is `/tmp` — and replacing a stale socket left by a crash, but refusing
+    /// to steal one a live helper holds.
     pub fn bind(path: &Path) -> io::Result<Self> {
-        if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
             fs::create_dir_all(dir)?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
         }
