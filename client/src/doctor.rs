@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use ztun_proto::{Reply, Request, TunnelName, TunnelState, TunnelStatus, PROTOCOL_VERSION};
 
-use crate::{exchange, Cli, ClientError, Connection};
+use crate::{exchange, hints, Cli, ClientError, Connection};
 
 /// The interface name status uses for a route the kernel no longer has.
 const MISSING: &str = "none";
@@ -47,7 +47,7 @@ pub(crate) fn run(
         Err(e) => {
             report.fail(
                 &format!("helper reachable at {path}: {e}"),
-                "start it (systemctl start ztun-helper), or pass --socket",
+                &format!("start it ({}), or pass --socket", hints::START),
             )?;
             return Err(e);
         }
@@ -85,7 +85,10 @@ pub(crate) fn run(
                 "route ledger: {} is left over from a tunnel that is gone",
                 crate::render::route(r)
             ),
-            "restart the helper, which sweeps the ledger first (systemctl restart ztun-helper)",
+            &format!(
+                "restart the helper, which sweeps the ledger first ({})",
+                hints::START
+            ),
         )?;
     }
     if tunnels.is_empty() {
@@ -114,7 +117,10 @@ fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::
         TunnelState::Up => report.pass(&summary)?,
         _ => report.fail(
             &format!("{summary}: its data plane is not running"),
-            &format!("see the helper's log (journalctl -u ztun-helper), then ztunctl down {name} and up again"),
+            &format!(
+                "see the helper's log ({}), then ztunctl down {name} and up again",
+                hints::LOG
+            ),
         )?,
     }
     let v4 = t
@@ -174,7 +180,7 @@ fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::
             } else {
                 iface.as_str()
             };
-            let other = format!("ip route del {} dev {}", r.route, r.interface);
+            let other = hints::delete_route(&r.route.to_string(), &r.interface);
             report.fail(
                 &format!("{name}: {shown}, expected {want}"),
                 &format!("remove the other route ({other}), then {reinstall}"),

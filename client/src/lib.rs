@@ -5,6 +5,25 @@
 //! Exit codes: 0 ok, 1 the helper refused or failed, 2 usage, 3 the helper
 //! could not be reached.
 
+/// How to (re)start the helper, read its log, and delete a route, on this OS.
+#[cfg(target_os = "macos")]
+pub(crate) mod hints {
+    pub(crate) const START: &str = "sudo launchctl kickstart -k system/com.ztun.helper";
+    pub(crate) const LOG: &str =
+        "log show --last 10m --predicate 'subsystem == \"com.ztun.helper\"'";
+    pub(crate) fn delete_route(route: &str, interface: &str) -> String {
+        format!("sudo route -n delete {route} -interface {interface}")
+    }
+}
+#[cfg(not(target_os = "macos"))]
+pub(crate) mod hints {
+    pub(crate) const START: &str = "systemctl restart ztun-helper";
+    pub(crate) const LOG: &str = "journalctl -u ztun-helper";
+    pub(crate) fn delete_route(route: &str, interface: &str) -> String {
+        format!("ip route del {route} dev {interface}")
+    }
+}
+
 mod cli;
 mod doctor;
 mod render;
@@ -27,7 +46,7 @@ pub enum ClientError {
     /// Bad flags that clap cannot see (they depend on each other).
     #[error("{0}")]
     Usage(String),
-    #[error("cannot reach the ztun helper at {path}: {source}; start it (systemctl start ztun-helper) or pass --socket")]
+    #[error("cannot reach the ztun helper at {path}: {source}; start it ({start}) or pass --socket", start = hints::START)]
     Unreachable { path: PathBuf, source: io::Error },
     #[error("lost the connection to the helper at {path}: {source}")]
     Lost { path: PathBuf, source: io::Error },

@@ -162,7 +162,8 @@ fn no_helper_is_exit_3_with_a_hint() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("systemctl start ztun-helper"),
+        err.to_string()
+            .contains("start it (systemctl restart ztun-helper) or pass --socket"),
         "{err}"
     );
 }
@@ -325,7 +326,7 @@ fn doctor_without_a_helper_says_how_to_start_it_and_exits_3() {
     assert_eq!(result.unwrap_err().exit_code(), 3);
     assert!(out.starts_with("✗ helper reachable at "), "{out}");
     assert!(
-        out.contains("    fix: start it (systemctl start ztun-helper), or pass --socket"),
+        out.contains("    fix: start it (systemctl restart ztun-helper), or pass --socket"),
         "{out}"
     );
 }

@@ -6,7 +6,10 @@
 //!   the desired tunnels;
 //! - `up`: device, then routes (each ledgered, installed, read back), then
 //!   the data plane; any failure undoes what was done, newest first;
-//! - `down` and shutdown: data plane, then routes, then the device.
+//! - `down` and shutdown: the data plane first (it owns the device, so the
+//!   interface closes with it and the kernel drops the routes through it),
+//!   then every ledgered route still present (exclusion routes through the
+//!   physical gateway survive the interface), forgetting each once gone.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -23,7 +26,7 @@ use ztun_proto::{
 };
 
 use crate::control::Handler;
-use crate::platform::{DeviceConfig, Platform};
+use crate::platform::{DeviceConfig, Platform, PlatformError};
 use crate::relay::echo::EchoForwarder;
 use crate::routes::{self, PhysicalGateway, RouteEntry, RouteError, RouteLedger, RouteTarget};
 use crate::state::{DesiredTunnels, Loaded};
@@ -270,7 +273,11 @@ impl<P: Platform> Daemon<P> {
             };
             match self.platform.create_device(&config) {
                 Ok(created) => return Ok(created),
-                Err(e) => last = Some(e),
+                // The name is taken by someone else's interface: try the next.
+                Err(PlatformError::Device(e)) if e.kind() == io::ErrorKind::ResourceBusy => {
+                    last = Some(PlatformError::Device(e));
+                }
+                Err(e) => return Err(error(ErrorCode::Platform, e.to_string())),
             }
         }
         Err(error(

@@ -198,7 +198,7 @@ pub enum RouteError {
     #[error("cannot write the route ledger: {0}; check that the state directory is writable")]
     Ledger(#[source] io::Error),
     /// S3: the kernel accepted the route but put it somewhere else.
-    #[error("route {dst} was installed, but the kernel resolves it to {found}, not {expected}; removed it again")]
+    #[error("route {dst} resolves to {found}, not {expected}: another route holds the prefix or the kernel moved ours; ztun's own was taken out, anything else left alone")]
     Misrouted {
         dst: IpNet,
         expected: String,
@@ -633,7 +633,7 @@ mod tests {
             let err = block_on(install(&fake, &mut ledger, &routes)).unwrap_err();
             assert_eq!(
                 err.to_string(),
-                "route 198.51.100.7/32 was installed, but the kernel resolves it to eth0, not tun0; removed it again"
+                "route 198.51.100.7/32 resolves to eth0, not tun0: another route holds the prefix or the kernel moved ours; ztun's own was taken out, anything else left alone"
             );
             assert!(fake.table().is_empty(), "{:?}", fake.table());
             assert!(ledger.entries().is_empty());

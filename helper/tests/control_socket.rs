@@ -347,8 +347,13 @@ fn binding_in_an_existing_directory_leaves_its_mode_alone() {
     // /tmp's sticky bit.
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let server = rt.block_on(async { UnixServer::bind(&dir.path().join("ztun.sock")) }).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(async { UnixServer::bind(&dir.path().join("ztun.sock")) })
+        .unwrap();
     let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o1777);
     drop(server);

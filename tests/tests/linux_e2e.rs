@@ -636,3 +636,37 @@ fn a_route_deleted_behind_the_helpers_back_comes_back_by_itself() {
     eprintln!("route re-installed after {:?}", started.elapsed());
     assert!(ping(&t, SERVER, "1").contains("1 received"));
 }
+
+#[test]
+fn full_tunnel_mode_carries_everything_without_looping() {
+    if !can_run("full_tunnel_mode_carries_everything_without_looping") {
+        return;
+    }
+    let t = Topology::new("full").unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "all", "--full", "--icmp", "forward"])
+        .unwrap();
+    let routes = t.client_routes().unwrap();
+    assert!(
+        routes.contains("0.0.0.0/1 dev ztun0") && routes.contains("128.0.0.0/1 dev ztun0"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("default via 198.51.100.2"),
+        "the default route is never touched: {routes}"
+    );
+    // Both server addresses now go through the tunnel and still answer:
+    // the helper's own sockets are pinned to veth-c, so they do not loop.
+    let before = t.server_echoes().unwrap();
+    for dst in [SERVER, BYPASS] {
+        assert!(ping(&t, dst, "2").contains("2 received"), "{dst}");
+    }
+    assert_eq!(
+        t.server_echoes().unwrap() - before,
+        4,
+        "real echoes reached the server"
+    );
+    assert!(eventually(Duration::from_secs(2), || packets_in(&t, "all") >= 4));
+    t.ztunctl_ok(&["down", "all"]).unwrap();
+    assert!(!t.client_routes().unwrap().contains("ztun0"));
+}

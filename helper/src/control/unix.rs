@@ -47,7 +47,10 @@ impl UnixServer {
     /// is `/tmp` — and replacing a stale socket left by a crash, but refusing
     /// to steal one a live helper holds.
     pub fn bind(path: &Path) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
             fs::create_dir_all(dir)?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
         }

@@ -975,6 +975,21 @@ impl RoutingMessage {
         }
     }
 
+    /// Whether a route monitor should look again after this message: a
+    /// route, address or interface change made by anyone but `own_pid`.
+    /// `RTM_GET` answers (the kernel copies them to every routing socket)
+    /// and other kinds change nothing, so reacting to them, and to our own
+    /// read-backs in particular, would re-check forever.
+    pub fn is_network_change(&self, own_pid: i32) -> bool {
+        match self {
+            RoutingMessage::Route(m) => {
+                m.pid != own_pid && matches!(m.kind, RTM_ADD | RTM_DELETE | RTM_CHANGE)
+            }
+            RoutingMessage::Interface(_) | RoutingMessage::Address(_) => true,
+            RoutingMessage::Other { .. } => false,
+        }
+    }
+
     /// The message type (`RTM_*`).
     pub fn kind(&self) -> u8 {
         match self {
@@ -1732,5 +1747,29 @@ mod tests {
             let _ = RoutingMessage::parse(&bytes);
             let _ = messages(&bytes).count();
         }
+    }
+
+    #[test]
+    fn only_changes_by_others_wake_the_route_monitor() {
+        let dst: IpNet = "203.0.113.0/24".parse().unwrap();
+        let ours = 4242;
+        let mut add = RouteMessage::interface_route(RTM_ADD, dst, 9, "utun4", 1);
+        let mut get_reply = RouteMessage::get_exact(dst, 2);
+        get_reply.pid = 77;
+        let route = |m: &RouteMessage| RoutingMessage::parse(&m.to_bytes().unwrap()).unwrap();
+        add.pid = 77;
+        assert!(
+            route(&add).is_network_change(ours),
+            "someone else's RTM_ADD"
+        );
+        add.pid = ours;
+        assert!(!route(&add).is_network_change(ours), "our own RTM_ADD");
+        assert!(
+            !route(&get_reply).is_network_change(ours),
+            "an RTM_GET answer, anyone's"
+        );
+        let mut delete = RouteMessage::interface_route(RTM_DELETE, dst, 9, "utun4", 3);
+        delete.pid = 77;
+        assert!(route(&delete).is_network_change(ours));
     }
 }

@@ -184,9 +184,14 @@ impl Platform for MacosPlatform {
 
     async fn delete_route(&self, entry: &RouteEntry) -> Result<bool, PlatformError> {
         // xnu matches RTM_DELETE on destination and netmask only: read the
-        // route first and leave it alone unless it is on our interface.
+        // route first and leave it alone unless it is exactly ours (our
+        // interface, and our gateway for an exclusion route).
+        let gateway = match &entry.target {
+            RouteTarget::Gateway { via, .. } => Some(*via),
+            RouteTarget::Tunnel { .. } => None,
+        };
         match self.lookup_route(entry.dst).await? {
-            Some(k) if k.interface == entry.target.interface() => {}
+            Some(k) if k.interface == entry.target.interface() && k.gateway == gateway => {}
             _ => return Ok(false),
         }
         let request = match self.request(RTM_DELETE, entry) {
@@ -280,6 +285,7 @@ impl Platform for MacosPlatform {
         socket.set_nonblocking(true)?;
         let socket = crate::platform::register(socket)?;
         let (tx, rx) = crate::platform::change_channel();
+        let pid = self.pid;
         tokio::spawn(async move {
             let mut buf = vec![0_u8; 8192];
             loop {
@@ -291,9 +297,10 @@ impl Platform for MacosPlatform {
                     Ok(Err(_)) => return,
                     Err(_would_block) => continue,
                 };
-                // Routes, addresses, interfaces: every kind the helper cares
-                // about is a reason to look again; the daemon debounces.
-                let relevant = super::rtmsg::messages(&buf[..n]).any(|m| m.is_ok());
+                // Routes, addresses, interfaces changed by someone else: a
+                // reason to look again (the daemon debounces bursts).
+                let relevant = super::rtmsg::messages(&buf[..n])
+                    .any(|m| m.is_ok_and(|m| m.is_network_change(pid)));
                 if relevant {
                     if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(())
                     {
