@@ -25,20 +25,15 @@ struct Args {
 }
 
 const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "macos") {
-    "/Library/Application Support/ztun"
+    ztun_proto::service::MACOS_STATE_DIR
 } else {
-    "/var/lib/ztun"
+    ztun_proto::service::LINUX_STATE_DIR
 };
 const DEFAULT_ADMIN_GROUP: &str = if cfg!(target_os = "macos") {
     "admin"
 } else {
     "ztun"
 };
-
-/// The `os_log` subsystem (DESIGN.md §5); `log stream --predicate
-/// 'subsystem == "com.ztun.helper"'` shows it.
-#[cfg(target_os = "macos")]
-const OS_LOG_SUBSYSTEM: &str = "com.ztun.helper";
 
 /// stderr (journald under systemd); on macOS under launchd, `os_log`, where
 /// every message is public, so nothing secret is ever logged.
@@ -53,7 +48,10 @@ fn init_logging() {
     if std::env::var_os("XPC_SERVICE_NAME").is_some_and(|n| n != "0") {
         tracing_subscriber::registry()
             .with(filter)
-            .with(tracing_oslog::OsLogger::new(OS_LOG_SUBSYSTEM, "default"))
+            .with(tracing_oslog::OsLogger::new(
+                ztun_proto::service::OS_LOG_SUBSYSTEM,
+                "default",
+            ))
             .init();
         return;
     }

@@ -27,6 +27,27 @@ pub use spec::{
 };
 pub use upstream::{Credentials, Host, Socks5Upstream, Upstream, REDACTED};
 
+/// Names and paths of an installed ztun, in one place: the helper, the
+/// packaging files (launchd job, systemd unit) and the tests that check
+/// those files all read them from here.
+pub mod service {
+    /// The launchd job label, the Mach service (XPC) name and the `os_log`
+    /// subsystem: one reverse-DNS name for the helper.
+    pub const LABEL: &str = "com.ztun.helper";
+    pub const MACH_SERVICE: &str = LABEL;
+    pub const OS_LOG_SUBSYSTEM: &str = LABEL;
+    /// macOS install paths (DESIGN.md §6).
+    pub const MACOS_HELPER_PATH: &str = "/Library/PrivilegedHelperTools/com.ztun.helper";
+    pub const MACOS_LAUNCHD_PLIST: &str = "/Library/LaunchDaemons/com.ztun.helper.plist";
+    pub const MACOS_CTL_PATH: &str = "/usr/local/bin/ztunctl";
+    pub const MACOS_LOG_PATH: &str = "/Library/Logs/ztun/helper.log";
+    pub const MACOS_STATE_DIR: &str = "/Library/Application Support/ztun";
+    /// Linux install paths.
+    pub const LINUX_HELPER_PATH: &str = "/usr/local/bin/ztun-helper";
+    pub const LINUX_STATE_DIR: &str = "/var/lib/ztun";
+    pub const LINUX_UNIT: &str = "ztun-helper.service";
+}
+
 /// Where the helper listens for Unix-socket clients by default. On macOS
 /// this transport is for development; installed clients use XPC.
 pub const DEFAULT_SOCKET_PATH: &str = if cfg!(target_os = "macos") {
