@@ -426,15 +426,10 @@ impl<P: Platform> Daemon<P> {
             tunnel.installed.retain(|r| !routes.contains(&r.route));
             tunnel.spec.routes.retain(|r| !routes.contains(r));
             for r in &entries {
-                let route = InstalledRoute {
-                    route: r.dst,
-                    interface: tunnel.interface.clone(),
-                    gateway: None,
-                };
                 self.emit(Event::Route {
                     name: name.clone(),
                     change: RouteChange::Removed,
-                    route,
+                    route: r.as_installed(),
                 });
             }
         }
@@ -454,12 +449,8 @@ impl<P: Platform> Daemon<P> {
     /// Whether the kernel still resolves `entry` the way it was installed.
     /// A failed lookup counts as yes: never re-install on a guess.
     async fn resolves_as_planned(&self, entry: &RouteEntry) -> bool {
-        let gateway = match &entry.target {
-            RouteTarget::Gateway { via, .. } => Some(*via),
-            RouteTarget::Tunnel { .. } => None,
-        };
         match self.platform.lookup_route(entry.dst).await {
-            Ok(Some(k)) => k.interface == entry.target.interface() && k.gateway == gateway,
+            Ok(Some(k)) => entry.matches(&k),
             Ok(None) => false,
             Err(_) => true,
         }
@@ -613,14 +604,7 @@ impl<P: Platform> Handler for Daemon<P> {
                             .get(&e.tunnel)
                             .is_some_and(|t| t.routes.contains(e))
                     })
-                    .map(|e| InstalledRoute {
-                        route: e.dst,
-                        interface: e.target.interface().to_owned(),
-                        gateway: match e.target {
-                            RouteTarget::Gateway { via, .. } => Some(via),
-                            RouteTarget::Tunnel { .. } => None,
-                        },
-                    })
+                    .map(RouteEntry::as_installed)
                     .collect();
                 drop(state);
                 if let Some(n) = name.filter(|_| list.is_empty()) {

@@ -14,7 +14,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use plist::{Dictionary, Value};
 use ztun_proto::{InstalledRoute, TunnelName, TunnelSpec};
 
-use crate::platform::{Platform, PlatformError};
+use crate::platform::{KernelRoute, Platform, PlatformError};
 use crate::state::{versioned, versioned_list, Loaded, StateFile};
 
 /// Where a route sends traffic.
@@ -29,6 +29,14 @@ pub enum RouteTarget {
 }
 
 impl RouteTarget {
+    /// The next hop for exclusion routes; `None` for `-iface` tunnel routes.
+    pub fn gateway(&self) -> Option<IpAddr> {
+        match self {
+            RouteTarget::Gateway { via, .. } => Some(*via),
+            RouteTarget::Tunnel { .. } => None,
+        }
+    }
+
     pub fn interface(&self) -> &str {
         match self {
             RouteTarget::Tunnel { interface } | RouteTarget::Gateway { interface, .. } => interface,
@@ -42,6 +50,23 @@ pub struct RouteEntry {
     pub tunnel: TunnelName,
     pub dst: IpNet,
     pub target: RouteTarget,
+}
+
+impl RouteEntry {
+    /// Whether the kernel's route is this entry as planned: same interface
+    /// and same gateway (S3: an `-iface` route bound elsewhere is not ours).
+    pub fn matches(&self, kernel: &KernelRoute) -> bool {
+        kernel.interface == self.target.interface() && kernel.gateway == self.target.gateway()
+    }
+
+    /// How status shows this entry when the kernel is not asked.
+    pub fn as_installed(&self) -> InstalledRoute {
+        InstalledRoute {
+            route: self.dst,
+            interface: self.target.interface().to_owned(),
+            gateway: self.target.gateway(),
+        }
+    }
 }
 
 /// The physical network as it was before `up`: where exclusions leave.
@@ -242,12 +267,8 @@ async fn install_one<P: Platform>(
         ledger.forget(entry).map_err(RouteError::Ledger)?;
         return Err(e.into());
     }
-    let expected_gateway = match &entry.target {
-        RouteTarget::Gateway { via, .. } => Some(*via),
-        RouteTarget::Tunnel { .. } => None,
-    };
     let problem = match platform.lookup_route(entry.dst).await? {
-        Some(k) if k.interface == entry.target.interface() && k.gateway == expected_gateway => {
+        Some(k) if entry.matches(&k) => {
             return Ok(InstalledRoute {
                 route: entry.dst,
                 interface: k.interface,

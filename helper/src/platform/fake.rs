@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ipnet::IpNet;
 
 use super::{DeviceConfig, KernelRoute, Platform, PlatformError};
-use crate::routes::{PhysicalGateway, RouteEntry, RouteTarget};
+use crate::routes::{PhysicalGateway, RouteEntry};
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,10 +155,7 @@ impl Platform for FakePlatform {
         }
         let mut route = KernelRoute {
             interface: entry.target.interface().to_owned(),
-            gateway: match &entry.target {
-                RouteTarget::Gateway { via, .. } => Some(*via),
-                RouteTarget::Tunnel { .. } => None,
-            },
+            gateway: entry.target.gateway(),
         };
         if let Some((dst, iface)) = &s.misroute {
             if *dst == entry.dst {

@@ -203,23 +203,11 @@ impl Platform for LinuxPlatform {
         &self,
         config: &DeviceConfig,
     ) -> Result<(Self::Device, String), PlatformError> {
-        let mut builder = tun_rs::DeviceBuilder::new()
-            .packet_information(false)
-            .ipv4(
-                config.address.addr(),
-                config.address.prefix_len(),
-                Some(config.peer),
-            )
-            .mtu(config.mtu);
+        let mut builder = super::device_builder(config).packet_information(false);
         if let Some(name) = &config.name {
             builder = builder.name(name.clone());
         }
-        if let Some(v6) = config.ipv6 {
-            builder = builder.ipv6(v6.addr(), v6.prefix_len());
-        }
-        let device = builder.build_async().map_err(PlatformError::Device)?;
-        let name = device.name().map_err(PlatformError::Device)?;
-        Ok((device, name))
+        super::open_device(builder)
     }
 
     async fn add_route(&self, entry: &RouteEntry) -> Result<(), PlatformError> {

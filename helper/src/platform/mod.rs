@@ -132,3 +132,29 @@ pub fn change_channel() -> (
 ) {
     tokio::sync::mpsc::channel(1)
 }
+
+/// The tun device as both platforms configure it: the address, its
+/// point-to-point peer (S2), the MTU and the optional IPv6 address. Each
+/// platform adds its own knobs and naming rule, then calls [`open_device`].
+pub(crate) fn device_builder(config: &DeviceConfig) -> tun_rs::DeviceBuilder {
+    let builder = tun_rs::DeviceBuilder::new()
+        .ipv4(
+            config.address.addr(),
+            config.address.prefix_len(),
+            Some(config.peer),
+        )
+        .mtu(config.mtu);
+    match config.ipv6 {
+        Some(v6) => builder.ipv6(v6.addr(), v6.prefix_len()),
+        None => builder,
+    }
+}
+
+/// Creates the device and reads back the name the kernel gave it.
+pub(crate) fn open_device(
+    builder: tun_rs::DeviceBuilder,
+) -> Result<(tun_rs::AsyncDevice, String), PlatformError> {
+    let device = builder.build_async().map_err(PlatformError::Device)?;
+    let name = device.name().map_err(PlatformError::Device)?;
+    Ok((device, name))
+}

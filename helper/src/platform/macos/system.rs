@@ -148,24 +148,12 @@ impl Platform for MacosPlatform {
         config: &DeviceConfig,
     ) -> Result<(Self::Device, String), PlatformError> {
         // ztun owns its routes: tun-rs must not add one of its own.
-        let mut builder = tun_rs::DeviceBuilder::new()
-            .ipv4(
-                config.address.addr(),
-                config.address.prefix_len(),
-                Some(config.peer),
-            )
-            .mtu(config.mtu)
-            .associate_route(false);
+        let mut builder = crate::platform::device_builder(config).associate_route(false);
         // utun names are the kernel's (`utunN`); another name means "any free one".
         if let Some(name) = config.name.as_ref().filter(|n| n.starts_with("utun")) {
             builder = builder.name(name.clone());
         }
-        if let Some(v6) = config.ipv6 {
-            builder = builder.ipv6(v6.addr(), v6.prefix_len());
-        }
-        let device = builder.build_async().map_err(PlatformError::Device)?;
-        let name = device.name().map_err(PlatformError::Device)?;
-        Ok((device, name))
+        crate::platform::open_device(builder)
     }
 
     async fn add_route(&self, entry: &RouteEntry) -> Result<(), PlatformError> {
@@ -186,12 +174,8 @@ impl Platform for MacosPlatform {
         // xnu matches RTM_DELETE on destination and netmask only: read the
         // route first and leave it alone unless it is exactly ours (our
         // interface, and our gateway for an exclusion route).
-        let gateway = match &entry.target {
-            RouteTarget::Gateway { via, .. } => Some(*via),
-            RouteTarget::Tunnel { .. } => None,
-        };
         match self.lookup_route(entry.dst).await? {
-            Some(k) if k.interface == entry.target.interface() && k.gateway == gateway => {}
+            Some(k) if entry.matches(&k) => {}
             _ => return Ok(false),
         }
         let request = match self.request(RTM_DELETE, entry) {
