@@ -108,6 +108,11 @@ pub struct UpArgs {
     #[arg(long, default_value = "direct", value_name = "URL", value_parser = parse_from_str::<Upstream>)]
     pub upstream: Upstream,
 
+    /// With a socks5 upstream: relay DNS (UDP port 53) as DNS over TCP
+    /// through CONNECT, for SOCKS servers without UDP ASSOCIATE.
+    #[arg(long)]
+    pub dns_over_tcp: bool,
+
     /// ICMP echo (ping): forward a real echo and report the true round trip,
     /// reply at once from the helper, or drop.
     #[arg(long, default_value = "forward", value_name = "POLICY", value_parser = parse_from_str::<EchoPolicy>)]

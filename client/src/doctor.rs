@@ -113,8 +113,13 @@ fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::
         "{name}: {} on {iface} ({} --> {})",
         t.state, t.spec.address, t.spec.peer
     );
+    // Degraded for an unreachable upstream is reported by the upstream check.
+    let upstream_down = t.upstream_health.as_ref().is_some_and(|h| !h.reachable);
     match t.state {
         TunnelState::Up => report.pass(&summary)?,
+        TunnelState::Degraded if upstream_down => {
+            report.pass(&format!("{name}: data plane running on {iface}"))?;
+        }
         _ => report.fail(
             &format!("{summary}: its data plane is not running"),
             &format!(
@@ -164,7 +169,10 @@ fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::
         }
     }
     for r in &t.routes {
-        let excluded = t.spec.exclude.contains(&r.route);
+        // In full mode every route but the halves and the given routes
+        // keeps something outside the tunnel: `exclude` and the upstream.
+        let excluded =
+            t.spec.full && r.route.prefix_len() != 1 && !t.spec.routes.contains(&r.route);
         let shown = crate::render::route(r);
         let reinstall = format!("ztunctl route add {name} {}", r.route);
         if r.interface == MISSING {
@@ -187,8 +195,33 @@ fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::
             )?;
         }
     }
-    report.pass(&format!(
-        "{name}: upstream {} (nothing to check for direct)",
-        t.spec.upstream
-    ))
+    let upstream = &t.spec.upstream;
+    let Some(h) = &t.upstream_health else {
+        return report.pass(&format!(
+            "{name}: upstream {upstream} (nothing to check for direct)"
+        ));
+    };
+    if h.reachable {
+        report.pass(&format!("{name}: upstream {upstream} is reachable"))?;
+    } else {
+        report.fail(
+            &format!(
+                "{name}: upstream {upstream} is unreachable: {}",
+                h.last_error.as_deref().unwrap_or("no answer yet")
+            ),
+            &format!(
+                "start the SOCKS5 server or fix the URL (ztunctl down {name}, then up with --upstream socks5://user:pass@host:port); the helper retries by itself"
+            ),
+        )?;
+    }
+    if h.flows_to_upstream > 0 {
+        report.fail(
+            &format!(
+                "{name}: {} flow(s) to the upstream server entered the tunnel (a routing loop)",
+                h.flows_to_upstream
+            ),
+            "keep the server outside the tunnel: in target-only mode, do not route its address into the tunnel",
+        )?;
+    }
+    Ok(())
 }

@@ -134,6 +134,7 @@ pub fn request_for(command: &Command) -> Result<Request, ClientError> {
                 full: a.full,
                 exclude: a.exclude.clone(),
                 upstream: a.upstream.clone(),
+                dns_over_tcp: a.dns_over_tcp,
                 icmp: a.icmp,
                 transient: a.transient,
             };

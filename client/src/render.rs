@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ztun_proto::{DecodeError, Event, InstalledRoute, RouteChange, TunnelStatus};
+use ztun_proto::{DecodeError, Event, InstalledRoute, RouteChange, TunnelStatus, UpstreamHealth};
 
 /// One tunnel as a block of aligned lines.
 pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
@@ -20,7 +20,15 @@ pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
         let _ = writeln!(out, "  ipv6      {v6}");
     }
     let _ = writeln!(out, "  since     {}", since(t.since, now));
-    let _ = writeln!(out, "  upstream  {}    icmp {}", s.upstream, s.icmp);
+    let dns = if s.dns_over_tcp {
+        "    dns over tcp"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "  upstream  {}    icmp {}{dns}", s.upstream, s.icmp);
+    if let Some(h) = &t.upstream_health {
+        let _ = writeln!(out, "            {}", upstream_health(h));
+    }
     if t.routes.is_empty() {
         let _ = writeln!(out, "  routes    (none installed)");
     }
@@ -57,6 +65,34 @@ pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
         let _ = writeln!(out, "  drops     {}", list.join(", "));
     }
     out
+}
+
+/// `reachable, 2 reconnects` or `UNREACHABLE: <why>`, then refusals.
+pub(crate) fn upstream_health(h: &UpstreamHealth) -> String {
+    let mut line = if h.reachable {
+        format!("reachable, {} reconnect(s)", h.reconnects)
+    } else {
+        format!(
+            "UNREACHABLE: {}",
+            h.last_error.as_deref().unwrap_or("no answer yet")
+        )
+    };
+    if !h.refused.is_empty() {
+        let list: Vec<String> = h
+            .refused
+            .iter()
+            .map(|(why, n)| format!("{why} {n}"))
+            .collect();
+        let _ = write!(line, "; refused {}", list.join(", "));
+    }
+    if h.flows_to_upstream > 0 {
+        let _ = write!(
+            line,
+            "; {} flow(s) to the upstream itself entered the tunnel",
+            h.flows_to_upstream
+        );
+    }
+    line
 }
 
 /// `203.0.113.0/24 -> utun4` or `192.0.2.0/24 -> en0 via 198.51.100.1`.

@@ -84,6 +84,7 @@ fn dry_run_up_prints_exactly_the_golden_up_request() {
             "2001:db8:1::/48",
             "--upstream",
             "socks5://alice:s3cret@192.0.2.10:1080",
+            "--dns-over-tcp",
         ],
     );
     let (result, out) = run_to_string(&c);
@@ -186,7 +187,10 @@ fn status_sends_a_status_request_and_shows_each_tunnel() {
         "work  up  utun4  198.18.0.1/32 --> 198.18.0.2  mtu 9000  target-only"
     );
     assert!(
-        out.contains("  upstream  socks5://alice:***@192.0.2.10:1080    icmp forward\n"),
+        out.contains(
+            "  upstream  socks5://alice:***@192.0.2.10:1080    icmp forward    dns over tcp\n            \
+             reachable, 1 reconnect(s); refused connection_refused 4, upstream_down 2\n"
+        ),
         "{out}"
     );
     assert!(

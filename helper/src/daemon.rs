@@ -13,24 +13,27 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, Mutex};
 use tokio::task::JoinHandle;
 use ztun_engine::{EngineConfig, IpCidr};
 use ztun_proto::{
-    DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, InstalledRoute, Reply, Request,
-    RouteChange, TunnelName, TunnelSpec, TunnelState, TunnelStatus, Upstream, PROTOCOL_VERSION,
+    DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Host, InstalledRoute, Reply, Request,
+    RouteChange, Socks5Upstream, TunnelName, TunnelSpec, TunnelState, TunnelStatus, Upstream,
+    PROTOCOL_VERSION,
 };
 
 use crate::control::Handler;
 use crate::platform::{DeviceConfig, Platform, PlatformError};
 use crate::relay::echo::EchoForwarder;
+use crate::relay::{Binder, Relay};
 use crate::routes::{self, PhysicalGateway, RouteEntry, RouteError, RouteLedger, RouteTarget};
 use crate::state::{DesiredTunnels, Loaded};
-use crate::tunnel::{self, Binder, SharedCounters};
+use crate::tunnel::{self, SharedCounters};
 
 /// Events kept for a watcher that falls behind before it is told so.
 const EVENT_BACKLOG: usize = 256;
@@ -40,6 +43,12 @@ struct Tunnel {
     interface: String,
     routes: Vec<RouteEntry>,
     installed: Vec<InstalledRoute>,
+    /// The physical network the tunnel's sockets are bound to and its
+    /// exclusions leave through; followed across network changes.
+    physical: Arc<RwLock<Option<PhysicalGateway>>>,
+    /// The SOCKS5 server's address, kept outside the tunnel in full mode.
+    upstream_ips: Vec<IpAddr>,
+    relay: Relay,
     counters: SharedCounters,
     since: i64,
     data_plane: JoinHandle<()>,
@@ -49,10 +58,12 @@ impl Tunnel {
     fn status(&self) -> TunnelStatus {
         let mut spec = self.spec.clone();
         spec.upstream = spec.upstream.redacted();
+        let upstream_health = self.relay.socks().map(|s| s.health.snapshot());
+        let upstream_down = upstream_health.as_ref().is_some_and(|h| !h.reachable);
         TunnelStatus {
             spec,
             interface: self.interface.clone(),
-            state: if self.data_plane.is_finished() {
+            state: if self.data_plane.is_finished() || upstream_down {
                 TunnelState::Degraded
             } else {
                 TunnelState::Up
@@ -64,6 +75,7 @@ impl Tunnel {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            upstream_health,
             since: self.since,
         }
     }
@@ -167,12 +179,11 @@ impl<P: Platform> Daemon<P> {
     }
 
     async fn up(&self, spec: TunnelSpec) -> Result<TunnelStatus, ErrorReply> {
-        if let Upstream::Socks5(_) = spec.upstream {
-            return Err(error(
-                ErrorCode::InvalidArgument,
-                "tunnel.upstream: this helper relays directly only; SOCKS5 upstreams are not built yet (use direct)",
-            ));
-        }
+        let server = match &spec.upstream {
+            Upstream::Socks5(s) => Some(resolve(s).await?),
+            Upstream::Direct => None,
+        };
+        let upstream_ips: Vec<IpAddr> = server.iter().map(SocketAddr::ip).collect();
         let mut state = self.state.lock().await;
         if state.tunnels.contains_key(&spec.name) {
             return Err(error(
@@ -186,9 +197,16 @@ impl<P: Platform> Daemon<P> {
             .await
             .map_err(|e| error(ErrorCode::Platform, e.to_string()))?;
         let (device, interface) = self.create_device(&state, &spec)?;
-        let plan = routes::plan(&spec, &interface, physical.as_ref(), &[])
+        let plan = routes::plan(&spec, &interface, physical.as_ref(), &upstream_ips)
             .map_err(|e| error(ErrorCode::Platform, e.to_string()))?;
-        let bind = self.binder(physical.as_ref());
+        let physical = Arc::new(RwLock::new(physical));
+        let bind = self.binder(Arc::clone(&physical));
+        let relay = match (&spec.upstream, server) {
+            (Upstream::Socks5(s), Some(server)) => {
+                Relay::socks5(Arc::clone(&bind), server, s.auth.clone(), spec.dns_over_tcp)
+            }
+            _ => Relay::direct(Arc::clone(&bind)),
+        };
         let echo = match spec.icmp {
             EchoPolicy::Forward => Some(
                 EchoForwarder::new(spec.ipv6.is_some(), echo_ident(&interface), &*bind).map_err(
@@ -205,16 +223,23 @@ impl<P: Platform> Daemon<P> {
         let installed = routes::install(&*self.platform, &mut state.ledger, &plan)
             .await
             .map_err(|e| route_error(&e))?;
+        // With the exclusions in place: is the upstream there, and does it
+        // take our credentials? The tunnel comes up either way (the server
+        // may come later); status says what is wrong.
+        if let Err(e) = relay.probe().await {
+            tracing::warn!("tunnel {}: SOCKS5 upstream: {e}", spec.name);
+        }
         let counters = SharedCounters::default();
         let config = engine_config(&spec);
         let data_plane = tokio::spawn({
-            let (counters, events, name) = (
+            let (counters, events, name, relay) = (
                 Arc::clone(&counters),
                 self.events.clone(),
                 spec.name.clone(),
+                relay.clone(),
             );
             async move {
-                if let Err(e) = tunnel::run(Arc::new(device), config, echo, bind, counters).await {
+                if let Err(e) = tunnel::run(Arc::new(device), config, echo, relay, counters).await {
                     tracing::error!("tunnel {name}: data plane stopped: {e}");
                     let _ = events.send(Event::Error {
                         name: Some(name),
@@ -234,6 +259,9 @@ impl<P: Platform> Daemon<P> {
             interface,
             routes: plan,
             installed,
+            physical,
+            upstream_ips,
+            relay,
             counters,
             since: unix_now(),
             data_plane,
@@ -289,13 +317,22 @@ impl<P: Platform> Daemon<P> {
         ))
     }
 
-    fn binder(&self, physical: Option<&PhysicalGateway>) -> Binder {
+    /// Binds each outbound socket to the physical interface as it is when
+    /// the socket opens, so sockets opened after a network change leave
+    /// through the new one.
+    fn binder(&self, physical: Arc<RwLock<Option<PhysicalGateway>>>) -> Binder {
         let platform = Arc::clone(&self.platform);
-        let interface = physical.map(|p| p.interface.clone());
-        Arc::new(move |socket| match &interface {
-            Some(i) => platform.bind_to_interface(socket, i),
-            // No default route: nothing to pin to, and nothing to loop through.
-            None => Ok(()),
+        Arc::new(move |socket| {
+            let interface = physical
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|p| p.interface.clone());
+            match interface {
+                Some(i) => platform.bind_to_interface(socket, &i),
+                // No default route: nothing to pin to, and nothing to loop through.
+                None => Ok(()),
+            }
         })
     }
 
@@ -478,11 +515,21 @@ impl<P: Platform> Daemon<P> {
     }
 
     async fn reassert(&self) {
+        let physical = match self.platform.physical_gateway().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("cannot read the physical network: {e}");
+                None
+            }
+        };
         let mut state = self.state.lock().await;
         let State {
             ledger, tunnels, ..
         } = &mut *state;
         for tunnel in tunnels.values_mut() {
+            if let Some(now) = &physical {
+                self.follow_physical(ledger, tunnel, now).await;
+            }
             let mut lost = Vec::new();
             for entry in &tunnel.routes {
                 if !self.resolves_as_planned(entry).await {
@@ -523,6 +570,125 @@ impl<P: Platform> Daemon<P> {
             }
         }
     }
+}
+
+impl<P: Platform> Daemon<P> {
+    /// After the physical network changed (another interface or gateway):
+    /// binds new sockets to it, and in full mode moves the exclusion
+    /// routes (the upstream server, `exclude`) to its gateway. With no
+    /// physical network at all, nothing changes: sockets stay bound to the
+    /// old interface and fail, rather than loop into the tunnel.
+    async fn follow_physical(
+        &self,
+        ledger: &mut RouteLedger,
+        tunnel: &mut Tunnel,
+        now: &PhysicalGateway,
+    ) {
+        let before = {
+            let mut p = tunnel
+                .physical
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if p.as_ref() == Some(now) {
+                return;
+            }
+            p.replace(now.clone())
+        };
+        let name = tunnel.spec.name.clone();
+        tracing::info!(
+            "tunnel {name}: physical network is now {} (gateway {}), was {}",
+            now.interface,
+            now.v4
+                .or(now.v6)
+                .map_or_else(|| "none".to_owned(), |g| g.to_string()),
+            before.map_or_else(|| "none".to_owned(), |b| b.interface)
+        );
+        if !tunnel.spec.full {
+            return;
+        }
+        let plan = match routes::plan(
+            &tunnel.spec,
+            &tunnel.interface,
+            Some(now),
+            &tunnel.upstream_ips,
+        ) {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::warn!("tunnel {name}: exclusions not moved: {e}");
+                self.emit(Event::Error {
+                    name: Some(name),
+                    message: format!("exclusions not moved: {e}"),
+                });
+                return;
+            }
+        };
+        let stale: Vec<RouteEntry> = tunnel
+            .routes
+            .iter()
+            .filter(|e| !plan.contains(e))
+            .cloned()
+            .collect();
+        let fresh: Vec<RouteEntry> = plan
+            .iter()
+            .filter(|e| !tunnel.routes.contains(e))
+            .cloned()
+            .collect();
+        // Old gateway routes first: the new ones have the same destinations.
+        if let Err(e) = routes::remove(&*self.platform, ledger, &stale).await {
+            tracing::warn!("tunnel {name}: old exclusion routes not all removed: {e}");
+        }
+        for entry in &stale {
+            tunnel.installed.retain(|r| r.route != entry.dst);
+            self.emit(Event::Route {
+                name: name.clone(),
+                change: RouteChange::Removed,
+                route: entry.as_installed(),
+            });
+        }
+        tunnel.routes.retain(|e| !stale.contains(e));
+        match routes::install(&*self.platform, ledger, &fresh).await {
+            Ok(installed) => {
+                for route in installed {
+                    tunnel.installed.push(route.clone());
+                    self.emit(Event::Route {
+                        name: name.clone(),
+                        change: RouteChange::Added,
+                        route,
+                    });
+                }
+                tunnel.routes.extend(fresh);
+            }
+            Err(e) => {
+                tracing::warn!("tunnel {name}: exclusions not re-pinned: {e}");
+                self.emit(Event::Error {
+                    name: Some(name),
+                    message: format!("exclusions not re-pinned: {e}"),
+                });
+            }
+        }
+    }
+}
+
+/// The SOCKS5 server's address: the host as given, or its name resolved
+/// now (full mode pins this address outside the tunnel).
+async fn resolve(upstream: &Socks5Upstream) -> Result<SocketAddr, ErrorReply> {
+    let name = match &upstream.host {
+        Host::Ip(ip) => return Ok(SocketAddr::new(*ip, upstream.port)),
+        Host::Domain(name) => name,
+    };
+    let unresolved = |why: String| {
+        error(
+            ErrorCode::InvalidArgument,
+            format!(
+                "tunnel.upstream: cannot resolve {name}: {why}; give the server's address instead"
+            ),
+        )
+    };
+    tokio::net::lookup_host((name.as_str(), upstream.port))
+        .await
+        .map_err(|e| unresolved(e.to_string()))?
+        .next()
+        .ok_or_else(|| unresolved("no address".to_owned()))
 }
 
 /// What `status` shows for a route the kernel no longer has.
@@ -749,22 +915,126 @@ mod tests {
         });
     }
 
+    /// A loopback port nothing listens on: connections are refused at
+    /// once, and no test traffic leaves the machine.
+    fn closed_loopback_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    fn wifi(gateway: &str, interface: &str) -> PhysicalGateway {
+        PhysicalGateway {
+            interface: interface.into(),
+            v4: Some(gateway.parse().unwrap()),
+            v6: None,
+        }
+    }
+
     #[test]
-    fn a_socks5_upstream_is_refused_with_a_clear_error_until_it_is_built() {
+    fn a_socks5_upstream_that_is_down_at_up_shows_degraded_and_says_why() {
         block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let d = Daemon::start(FakePlatform::new(None), dir.path())
                 .await
                 .unwrap();
+            let port = closed_loopback_port();
             let mut s = spec();
-            s.upstream = "socks5://192.0.2.10:1080".parse().unwrap();
-            let err = d.handle(Request::Up(s)).await.unwrap_err();
-            assert_eq!(err.code, ErrorCode::InvalidArgument);
-            assert!(
-                err.message.contains("SOCKS5 upstreams are not built yet"),
-                "{}",
-                err.message
+            s.upstream = format!("socks5://u:secret@127.0.0.1:{port}")
+                .parse()
+                .unwrap();
+            let Reply::Tunnel(t) = d.handle(Request::Up(s)).await.unwrap() else {
+                panic!("up replies with the tunnel")
+            };
+            assert_eq!(t.state, TunnelState::Degraded);
+            let health = t.upstream_health.unwrap();
+            assert!(!health.reachable);
+            assert_eq!(
+                health.last_error.as_deref(),
+                Some(format!("127.0.0.1:{port}: Connection refused (os error 111)").as_str())
             );
+            assert!(health.refused.is_empty(), "the probe refused no flow");
+            assert_eq!(
+                t.spec.upstream.to_string(),
+                format!("socks5://u:***@127.0.0.1:{port}")
+            );
+        });
+    }
+
+    #[test]
+    fn full_mode_pins_the_socks_server_and_moves_exclusions_with_the_gateway() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = FakePlatform::new(Some(wifi("198.51.100.1", "en0")));
+            let d = Arc::new(Daemon::start(fake.clone(), dir.path()).await.unwrap());
+            let follower = tokio::spawn({
+                let d = Arc::clone(&d);
+                async move { d.follow_network().await }
+            });
+            tokio::task::yield_now().await;
+            let mut s = TunnelSpec::new("all".parse().unwrap());
+            s.full = true;
+            s.icmp = EchoPolicy::Reply;
+            s.exclude = vec!["192.0.2.0/24".parse().unwrap()];
+            s.upstream = format!("socks5://127.0.0.1:{}", closed_loopback_port())
+                .parse()
+                .unwrap();
+            d.handle(Request::Up(s)).await.unwrap();
+            let shown = |t: &TunnelStatus| -> Vec<String> {
+                t.routes
+                    .iter()
+                    .map(|r| match r.gateway {
+                        Some(gw) => format!("{} via {gw} ({})", r.route, r.interface),
+                        None => format!("{} dev {}", r.route, r.interface),
+                    })
+                    .collect()
+            };
+            let (tunnels, _) = status(&d).await;
+            assert_eq!(
+                shown(&tunnels[0]),
+                [
+                    "192.0.2.0/24 via 198.51.100.1 (en0)",
+                    "127.0.0.1/32 via 198.51.100.1 (en0)",
+                    "0.0.0.0/1 dev ztun0",
+                    "128.0.0.0/1 dev ztun0",
+                ]
+            );
+            let mut events = d.subscribe();
+            fake.set_physical(Some(wifi("203.0.113.1", "en1")));
+            fake.network_changed();
+            let mut added = 0;
+            while added < 2 {
+                let event = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if let Event::Route {
+                    change: RouteChange::Added,
+                    ..
+                } = event
+                {
+                    added += 1;
+                }
+            }
+            let (tunnels, _) = status(&d).await;
+            let mut now = shown(&tunnels[0]);
+            now.sort();
+            assert_eq!(
+                now,
+                [
+                    "0.0.0.0/1 dev ztun0",
+                    "127.0.0.1/32 via 203.0.113.1 (en1)",
+                    "128.0.0.0/1 dev ztun0",
+                    "192.0.2.0/24 via 203.0.113.1 (en1)",
+                ]
+            );
+            assert!(
+                fake.table()
+                    .iter()
+                    .all(|(_, k)| k.gateway != Some("198.51.100.1".parse().unwrap())),
+                "no route is left through the old gateway: {:?}",
+                fake.table()
+            );
+            follower.abort();
         });
     }
 

@@ -1,6 +1,8 @@
 //! One tunnel's data plane: packets from the device go through the engine,
 //! and the flows the engine terminates are relayed from the helper's own
-//! sockets, each bound to the physical interface (S5, S6).
+//! sockets, each bound to the physical interface (S5, S6): directly, or
+//! through a SOCKS5 server (CONNECT for TCP, one UDP ASSOCIATE per UDP flow,
+//! or DNS over TCP through CONNECT for port 53 when asked).
 //!
 //! One task owns the engine (it is a plain state machine, not shared). Relay
 //! tasks talk to it through a bounded inbox. Memory per flow is bounded in
@@ -15,25 +17,27 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use ztun_engine::{DropReason, Engine, EngineConfig, Event, FlowId};
 use ztun_proto::Counters;
 
 use crate::relay::echo::{EchoForwarder, EchoKey};
+use crate::relay::socks5::{self, Address};
+use crate::relay::Relay;
 
 /// Bytes read per relay step in either direction.
 pub const CHUNK: usize = 16 * 1024;
 /// Chunks in flight per flow and direction.
 pub const CHUNKS_PER_FLOW: usize = 8;
-/// How long an upstream connect may take before the client gets a RST.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Binds an outbound socket to the physical interface.
-pub type Binder = Arc<dyn Fn(&Socket) -> io::Result<()> + Send + Sync>;
+/// Datagrams waiting per relayed UDP flow while its association or DNS
+/// connection is being set up or is busy; more are lost, as on a busy link.
+pub const DATAGRAMS_PER_FLOW: usize = 64;
+/// The DNS port: with `dns_over_tcp`, UDP flows to it are relayed as DNS
+/// over TCP (RFC 7766).
+const DNS_PORT: u16 = 53;
 
 /// Packets taken from the device per wakeup before the engine's events and
 /// output are processed: one pass of that work serves the whole batch.
@@ -69,6 +73,9 @@ enum Upstream {
     /// The upstream writer took a chunk: the flow may read from the client again.
     TcpDrained(FlowId),
     UdpData(FlowId, Vec<u8>),
+    /// The flow's association or DNS connection ended; the next datagram
+    /// opens a new one.
+    UdpClosed(FlowId),
 }
 
 struct TcpFlow {
@@ -87,8 +94,15 @@ struct TcpFlow {
 }
 
 struct UdpFlow {
-    socket: Arc<UdpSocket>,
+    out: UdpOut,
     task: tokio::task::AbortHandle,
+}
+
+enum UdpOut {
+    /// Directly from a socket of the helper's.
+    Socket(Arc<UdpSocket>),
+    /// Through a relay task (SOCKS5 UDP ASSOCIATE, or DNS over TCP).
+    Relayed(mpsc::Sender<Vec<u8>>),
 }
 
 /// Counters the daemon reads for `status`, refreshed by the engine task
@@ -101,7 +115,7 @@ pub async fn run<D: PacketDevice>(
     device: Arc<D>,
     config: EngineConfig,
     echo: Option<EchoForwarder>,
-    bind: Binder,
+    relay: Relay,
     counters: SharedCounters,
 ) -> io::Result<()> {
     let started = std::time::Instant::now();
@@ -118,10 +132,11 @@ pub async fn run<D: PacketDevice>(
         udp: HashMap::new(),
         tasks: JoinSet::new(),
         inbox: mpsc::channel(1024),
-        bind,
+        relay: relay.clone(),
         echo,
         chunk: vec![0; CHUNK],
     };
+    dp.tasks.spawn(relay.keep_watch());
     let mut rx = vec![0_u8; mtu.max(1500)];
     let mut tx = vec![0_u8; mtu.max(1500)];
     let mut refresh = tokio::time::interval(Duration::from_millis(100));
@@ -243,7 +258,7 @@ struct DataPlane {
     udp: HashMap<FlowId, UdpFlow>,
     tasks: JoinSet<()>,
     inbox: (mpsc::Sender<Upstream>, mpsc::Receiver<Upstream>),
-    bind: Binder,
+    relay: Relay,
     echo: Option<EchoForwarder>,
     chunk: Vec<u8>,
 }
@@ -252,7 +267,7 @@ impl DataPlane {
     fn events(&mut self, engine: &mut Engine) {
         while let Some(event) = engine.poll_event() {
             match event {
-                Event::TcpOpened { flow, dst, .. } => self.open_tcp(flow, dst),
+                Event::TcpOpened { flow, dst, .. } => self.open_tcp(engine, flow, dst),
                 Event::TcpReadable { flow } | Event::TcpReadClosed { flow } => {
                     if let Event::TcpReadClosed { .. } = event {
                         if let Some(f) = self.tcp.get_mut(&flow) {
@@ -267,7 +282,7 @@ impl DataPlane {
                         f.task.abort();
                     }
                 }
-                Event::UdpDatagram(d) => self.udp_out(d.flow, d.dst, &d.payload),
+                Event::UdpDatagram(d) => self.udp_out(d.flow, d.dst, d.payload),
                 Event::UdpExpired { flow } => {
                     if let Some(f) = self.udp.remove(&flow) {
                         f.task.abort();
@@ -290,13 +305,35 @@ impl DataPlane {
         }
     }
 
-    fn open_tcp(&mut self, flow: FlowId, dst: SocketAddr) {
+    /// Whether a new flow to `dst` may proceed. Counts flows to the SOCKS5
+    /// server itself (a loop, if routes let the helper's own connections
+    /// in); refuses at once while the server is known to be unreachable.
+    fn admit(&self, dst: SocketAddr) -> bool {
+        let Some(socks) = self.relay.socks() else {
+            return true;
+        };
+        if dst.ip() == socks.server.ip() {
+            socks.health.flow_to_upstream();
+        }
+        if socks.health.is_down() {
+            socks.health.refused_while_down();
+            return false;
+        }
+        true
+    }
+
+    fn open_tcp(&mut self, engine: &mut Engine, flow: FlowId, dst: SocketAddr) {
+        if !self.admit(dst) {
+            // The client sees a RST now rather than a hang (S5).
+            let _ = engine.tcp_abort(flow);
+            return;
+        }
         let (to_upstream, from_engine) = mpsc::channel(CHUNKS_PER_FLOW);
         let credits = Arc::new(Semaphore::new(CHUNKS_PER_FLOW));
         let task = self.tasks.spawn(tcp_upstream(
             flow,
             dst,
-            Arc::clone(&self.bind),
+            self.relay.clone(),
             self.inbox.0.clone(),
             from_engine,
             Arc::clone(&credits),
@@ -400,44 +437,61 @@ impl DataPlane {
             Upstream::UdpData(flow, data) => {
                 let _ = engine.udp_send(flow, &data);
             }
+            Upstream::UdpClosed(flow) => {
+                self.udp.remove(&flow);
+            }
         }
     }
 
-    fn udp_out(&mut self, flow: FlowId, dst: SocketAddr, payload: &[u8]) {
+    fn udp_out(&mut self, flow: FlowId, dst: SocketAddr, payload: Vec<u8>) {
         if !self.udp.contains_key(&flow) {
-            let socket = match udp_socket(dst, &self.bind) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("UDP to {dst}: cannot open a socket: {e}");
-                    return;
+            if !self.admit(dst) {
+                return;
+            }
+            let (out, task) = match self.relay.socks() {
+                None => {
+                    let socket = match self.relay.udp(dst) {
+                        Ok(s) => Arc::new(s),
+                        Err(e) => {
+                            tracing::warn!("UDP to {dst}: cannot open a socket: {e}");
+                            return;
+                        }
+                    };
+                    let inbox = self.inbox.0.clone();
+                    let task = self
+                        .tasks
+                        .spawn(udp_upstream(flow, Arc::clone(&socket), inbox));
+                    (UdpOut::Socket(socket), task)
+                }
+                Some(socks) => {
+                    let (tx, rx) = mpsc::channel(DATAGRAMS_PER_FLOW);
+                    let (relay, inbox) = (self.relay.clone(), self.inbox.0.clone());
+                    let task = if socks.dns_over_tcp && dst.port() == DNS_PORT {
+                        self.tasks.spawn(dns_over_tcp(flow, dst, relay, rx, inbox))
+                    } else {
+                        self.tasks.spawn(socks_udp(flow, dst, relay, rx, inbox))
+                    };
+                    (UdpOut::Relayed(tx), task)
                 }
             };
-            let socket = Arc::new(socket);
-            let task = self.tasks.spawn(udp_upstream(
-                flow,
-                Arc::clone(&socket),
-                self.inbox.0.clone(),
-            ));
-            self.udp.insert(flow, UdpFlow { socket, task });
+            self.udp.insert(flow, UdpFlow { out, task });
         }
-        if let Some(f) = self.udp.get(&flow) {
+        match self.udp.get(&flow).map(|f| &f.out) {
             // A direct non-blocking send: tokio's try_send consults cached
             // readiness, which a socket registered a moment ago does not
             // have yet, and would drop the first datagram of every mapping.
             // A full socket buffer loses the datagram, as a busy link would.
-            if let Err(e) = socket2::SockRef::from(&*f.socket).send(payload) {
-                tracing::debug!("UDP to {dst}: datagram lost: {e}");
+            Some(UdpOut::Socket(socket)) => {
+                if let Err(e) = socket2::SockRef::from(&**socket).send(&payload) {
+                    tracing::debug!("UDP to {dst}: datagram lost: {e}");
+                }
             }
+            Some(UdpOut::Relayed(tx)) if tx.try_send(payload).is_err() => {
+                tracing::debug!("UDP to {dst}: relay busy, datagram lost");
+            }
+            Some(UdpOut::Relayed(_)) | None => {}
         }
     }
-}
-
-fn udp_socket(dst: SocketAddr, bind: &Binder) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(dst), Type::DGRAM, None)?;
-    bind(&socket)?;
-    socket.set_nonblocking(true)?;
-    socket.connect(&dst.into())?;
-    UdpSocket::from_std(socket.into())
 }
 
 async fn udp_upstream(flow: FlowId, socket: Arc<UdpSocket>, inbox: mpsc::Sender<Upstream>) {
@@ -456,16 +510,20 @@ async fn udp_upstream(flow: FlowId, socket: Arc<UdpSocket>, inbox: mpsc::Sender<
 async fn tcp_upstream(
     flow: FlowId,
     dst: SocketAddr,
-    bind: Binder,
+    relay: Relay,
     inbox: mpsc::Sender<Upstream>,
     mut from_engine: mpsc::Receiver<Vec<u8>>,
     credits: Arc<Semaphore>,
 ) {
-    let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, connect(dst, &bind)).await else {
-        let _ = inbox.send(Upstream::TcpFailed(flow)).await;
-        return;
+    let stream = match relay.tcp(dst).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Refused, unreachable or upstream trouble: the client sees a RST.
+            tracing::debug!("TCP to {dst}: {e}");
+            let _ = inbox.send(Upstream::TcpFailed(flow)).await;
+            return;
+        }
     };
-    let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let inbox_w = inbox.clone();
     let write = async move {
@@ -501,12 +559,111 @@ async fn tcp_upstream(
     }
 }
 
-async fn connect(dst: SocketAddr, bind: &Binder) -> io::Result<tokio::net::TcpStream> {
-    let socket = Socket::new(Domain::for_address(dst), Type::STREAM, None)?;
-    bind(&socket)?;
-    socket.set_nonblocking(true)?;
-    let std_socket: std::net::TcpStream = socket.into();
-    TcpSocket::from_std_stream(std_socket).connect(dst).await
+/// One UDP flow through a SOCKS5 UDP ASSOCIATE of its own, which lives as
+/// long as the flow and its control connection (RFC 1928 section 7).
+async fn socks_udp(
+    flow: FlowId,
+    dst: SocketAddr,
+    relay: Relay,
+    mut from_engine: mpsc::Receiver<Vec<u8>>,
+    inbox: mpsc::Sender<Upstream>,
+) {
+    match relay.associate().await {
+        Ok(association) => {
+            if let Err(e) = associated(flow, dst, association, &mut from_engine, &inbox).await {
+                tracing::debug!("UDP to {dst} through SOCKS5: {e}");
+            }
+        }
+        Err(e) => tracing::debug!("UDP to {dst}: no SOCKS5 association: {e}"),
+    }
+    let _ = inbox.send(Upstream::UdpClosed(flow)).await;
+}
+
+async fn associated(
+    flow: FlowId,
+    dst: SocketAddr,
+    association: crate::relay::Association,
+    from_engine: &mut mpsc::Receiver<Vec<u8>>,
+    inbox: &mpsc::Sender<Upstream>,
+) -> io::Result<()> {
+    let crate::relay::Association {
+        mut control,
+        socket,
+    } = association;
+    let mut out = vec![0_u8; socks5::MAX_UDP_HEADER + 65_535];
+    let mut buf = vec![0_u8; socks5::MAX_UDP_HEADER + 65_535];
+    let mut ignored = [0_u8; 64];
+    loop {
+        tokio::select! {
+            payload = from_engine.recv() => {
+                let Some(payload) = payload else { return Ok(()) };
+                let header = socks5::write_udp_header(dst, &mut out);
+                let Some(body) = out.get_mut(header..header + payload.len()) else { continue };
+                body.copy_from_slice(&payload);
+                socket.send(&out[..header + payload.len()]).await?;
+            }
+            n = socket.recv(&mut buf) => match socks5::parse_udp(&buf[..n?]) {
+                Ok((Address::Ip(from), payload)) if from == dst => {
+                    if inbox.send(Upstream::UdpData(flow, payload.to_vec())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok((from, _)) => tracing::debug!("UDP through SOCKS5: datagram from {from}, not {dst}: dropped"),
+                Err(e) => tracing::debug!("UDP through SOCKS5: {e}"),
+            },
+            // The server ends the association by closing its control
+            // connection; anything it says there is ignored.
+            n = control.read(&mut ignored) => if n? == 0 { return Ok(()) },
+        }
+    }
+}
+
+/// One UDP flow to port 53 relayed as DNS over TCP through a SOCKS5
+/// CONNECT: each query goes out with its two-byte length (RFC 7766), each
+/// answer comes back as a datagram. Answers may come in any order, as over
+/// UDP.
+async fn dns_over_tcp(
+    flow: FlowId,
+    dst: SocketAddr,
+    relay: Relay,
+    mut from_engine: mpsc::Receiver<Vec<u8>>,
+    inbox: mpsc::Sender<Upstream>,
+) {
+    match relay.tcp(dst).await {
+        Ok(stream) => {
+            let (mut reader, mut writer) = stream.into_split();
+            let write = async {
+                let mut framed = Vec::with_capacity(2 + 512);
+                while let Some(query) = from_engine.recv().await {
+                    let Ok(len) = u16::try_from(query.len()) else {
+                        continue;
+                    };
+                    framed.clear();
+                    framed.extend_from_slice(&len.to_be_bytes());
+                    framed.extend_from_slice(&query);
+                    writer.write_all(&framed).await?;
+                }
+                Ok::<(), io::Error>(())
+            };
+            let read = async {
+                loop {
+                    let mut len = [0_u8; 2];
+                    reader.read_exact(&mut len).await?;
+                    let mut answer = vec![0_u8; usize::from(u16::from_be_bytes(len))];
+                    reader.read_exact(&mut answer).await?;
+                    if inbox.send(Upstream::UdpData(flow, answer)).await.is_err() {
+                        return Ok::<(), io::Error>(());
+                    }
+                }
+            };
+            tokio::select! {
+                r = write => if let Err(e) = r { tracing::debug!("DNS over TCP to {dst}: {e}") },
+                r = read => if let Err(e) = r { tracing::debug!("DNS over TCP to {dst}: {e}") },
+            }
+        }
+        Err(e) => tracing::debug!("DNS over TCP to {dst}: {e}"),
+    }
+    let _ = inbox.send(Upstream::UdpClosed(flow)).await;
 }
 
 #[cfg(test)]

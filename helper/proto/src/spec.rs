@@ -194,6 +194,9 @@ pub struct TunnelSpec {
     /// Kept outside the tunnel in full mode.
     pub exclude: Vec<IpNet>,
     pub upstream: Upstream,
+    /// Relay DNS queries (UDP port 53) as DNS over TCP through CONNECT, for
+    /// SOCKS5 servers without UDP ASSOCIATE.
+    pub dns_over_tcp: bool,
     pub icmp: EchoPolicy,
     /// Not restored after a helper restart.
     pub transient: bool,
@@ -212,6 +215,7 @@ impl TunnelSpec {
             full: false,
             exclude: Vec::new(),
             upstream: Upstream::Direct,
+            dns_over_tcp: false,
             icmp: EchoPolicy::default(),
             transient: false,
         }
@@ -258,6 +262,12 @@ impl TunnelSpec {
                 "exclusions apply only in full-tunnel mode (full = 1, ztunctl up --full)",
             ));
         }
+        if self.dns_over_tcp && !matches!(self.upstream, Upstream::Socks5(_)) {
+            return Err(f.invalid(
+                "dns_over_tcp",
+                "DNS over TCP applies only with a socks5 upstream (--upstream socks5://…)",
+            ));
+        }
         if !self.full && self.routes.is_empty() {
             return Err(f.invalid(
                 "routes",
@@ -298,6 +308,7 @@ impl TunnelSpec {
         if let Some(u) = f.opt_parsed("upstream", str::parse)? {
             spec.upstream = u;
         }
+        spec.dns_over_tcp = f.opt_flag("dns_over_tcp")?.unwrap_or(false);
         if let Some(p) = f.opt_parsed("icmp", str::parse)? {
             spec.icmp = p;
         }
@@ -319,6 +330,7 @@ impl TunnelSpec {
             .flag("full", self.full)
             .strings("exclude", &self.exclude)
             .set("upstream", upstream)
+            .flag("dns_over_tcp", self.dns_over_tcp)
             .set("icmp", self.icmp.as_str())
             .flag("transient", self.transient)
     }
@@ -508,6 +520,62 @@ impl Counters {
     }
 }
 
+/// How a SOCKS5 upstream is doing, as the relay saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamHealth {
+    /// Whether the last attempt to reach the server (a flow or the helper's
+    /// own probe) got through the SOCKS5 handshake.
+    pub reachable: bool,
+    /// Why the server could not be used, the last time it could not.
+    pub last_error: Option<String>,
+    /// How often the server came back after being unreachable.
+    pub reconnects: u64,
+    /// Flows whose destination was the server itself: in full mode this
+    /// stays 0, or the helper's own traffic is looping into the tunnel.
+    pub flows_to_upstream: u64,
+    /// Flows refused, by reason: SOCKS5 reply codes (`connection_refused`,
+    /// `host_unreachable`, …) and the helper's own (`upstream_down`,
+    /// `upstream_unreachable`, `auth_rejected`, …).
+    pub refused: BTreeMap<String, u64>,
+}
+
+impl UpstreamHealth {
+    pub(crate) fn decode(value: &Value, path: &str) -> Result<Self, DecodeError> {
+        let f = Fields::new(value, path)?;
+        let mut refused = BTreeMap::new();
+        if let Some(r) = f.opt_value("refused") {
+            let path = f.key("refused");
+            let d = Fields::new(r, &path)?;
+            for reason in d.keys() {
+                refused.insert(reason.to_owned(), d.opt_int_as::<u64>(reason)?.unwrap_or(0));
+            }
+        }
+        Ok(Self {
+            reachable: f.opt_flag("reachable")?.unwrap_or(false),
+            last_error: f.opt_str("last_error")?.map(str::to_owned),
+            reconnects: f.opt_int_as::<u64>("reconnects")?.unwrap_or(0),
+            flows_to_upstream: f.opt_int_as::<u64>("flows_to_upstream")?.unwrap_or(0),
+            refused,
+        })
+    }
+
+    pub fn to_value(&self) -> Value {
+        let refused = self
+            .refused
+            .iter()
+            .fold(DictBuilder::new(), |d, (reason, n)| {
+                d.set(reason, counter(*n))
+            });
+        DictBuilder::new()
+            .flag("reachable", self.reachable)
+            .set_opt("last_error", self.last_error.clone())
+            .set("reconnects", counter(self.reconnects))
+            .set("flows_to_upstream", counter(self.flows_to_upstream))
+            .set("refused", refused.build())
+            .build()
+    }
+}
+
 /// A tunnel as the helper reports it: the spec (password redacted) plus
 /// where it stands now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -521,6 +589,8 @@ pub struct TunnelStatus {
     /// The interface's addresses as the kernel reports them now.
     pub addresses: Vec<InterfaceAddress>,
     pub counters: Counters,
+    /// Present when the upstream is a SOCKS5 server.
+    pub upstream_health: Option<UpstreamHealth>,
     /// When the tunnel came up, in seconds since the Unix epoch.
     pub since: i64,
 }
@@ -550,6 +620,10 @@ impl TunnelStatus {
             routes,
             addresses,
             counters: Counters::decode(f.value("counters")?, &f.key("counters"))?,
+            upstream_health: f
+                .opt_value("upstream_state")
+                .map(|v| UpstreamHealth::decode(v, &f.key("upstream_state")))
+                .transpose()?,
             since: f.int("since")?,
         })
     }
@@ -571,6 +645,10 @@ impl TunnelStatus {
                     .collect::<Vec<_>>(),
             )
             .set("counters", self.counters.to_value())
+            .set_opt(
+                "upstream_state",
+                self.upstream_health.as_ref().map(UpstreamHealth::to_value),
+            )
             .set("since", self.since)
             .build()
     }

@@ -43,8 +43,9 @@ pub struct Socks5Upstream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
     Ip(IpAddr),
-    /// A domain name, resolved by the SOCKS server. RFC 1928 carries up to 255
-    /// bytes; a DNS name is at most 253 (RFC 1035), which is what is accepted.
+    /// The SOCKS server's host name, resolved by the helper at `up` (its
+    /// address is what full mode keeps outside the tunnel). A DNS name is at
+    /// most 253 bytes (RFC 1035), which is what is accepted.
     Domain(String),
 }
 

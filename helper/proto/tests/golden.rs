@@ -15,7 +15,7 @@ use ztun_proto::plist::Value;
 use ztun_proto::{
     Counters, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, InstalledRoute,
     InterfaceAddress, Op, Reply, Request, Response, RouteChange, TunnelSpec, TunnelState,
-    TunnelStatus,
+    TunnelStatus, UpstreamHealth,
 };
 
 enum Message {
@@ -52,6 +52,7 @@ fn target_only_spec() -> TunnelSpec {
         .map(|r| r.parse().unwrap())
         .collect();
     spec.upstream = "socks5://alice:s3cret@192.0.2.10:1080".parse().unwrap();
+    spec.dns_over_tcp = true;
     spec
 }
 
@@ -103,6 +104,16 @@ fn status() -> TunnelStatus {
             rate_out: 131_072,
             drops: BTreeMap::from([("bad_checksum".into(), 2), ("not_routed".into(), 5)]),
         },
+        upstream_health: Some(UpstreamHealth {
+            reachable: true,
+            last_error: Some("192.0.2.10:1080: connection refused".into()),
+            reconnects: 1,
+            flows_to_upstream: 0,
+            refused: BTreeMap::from([
+                ("connection_refused".into(), 4),
+                ("upstream_down".into(), 2),
+            ]),
+        }),
         since: 1_795_000_000,
     }
 }

@@ -84,6 +84,12 @@ impl FakePlatform {
         self.state().table.retain(|(d, _)| *d != dst);
     }
 
+    /// Moves the default route (a Wi-Fi switch, a new DHCP gateway); the
+    /// daemon learns of it at the next [`network_changed`](Self::network_changed).
+    pub fn set_physical(&self, physical: Option<PhysicalGateway>) {
+        self.state().physical = physical;
+    }
+
     /// Signals a network change, as the kernel's route monitor would.
     pub fn network_changed(&self) {
         if let Some(tx) = &self.state().changes {
