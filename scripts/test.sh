@@ -7,13 +7,17 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust with rustup first" >&2; exit 1; }
 if [ "$(id -u)" = 0 ]; then
   # What the end-to-end tests run: real clients and servers from Debian.
+  # SOCKS5: microsocks, danted (dante-server; openssl hashes its test user's
+  # password). DNS: dnsmasq from dnsmasq-base, which is the program alone:
+  # the dnsmasq package would also install and start a system resolver.
+  # apt-install.sh keeps dante-server from starting a danted of its own.
   missing=()
-  for tool in ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl setpriv:util-linux python3:python3; do
+  for tool in ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl setpriv:util-linux python3:python3 \
+    microsocks:microsocks danted:dante-server dnsmasq:dnsmasq-base tcpdump:tcpdump dig:bind9-dnsutils \
+    openssl:openssl; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
+  scripts/apt-install.sh "${missing[@]}"
 fi
 # The end-to-end tests drive the real binaries: build them first.
 cargo build --workspace --locked --bins --quiet

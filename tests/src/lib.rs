@@ -11,6 +11,8 @@
 //! - Without root the tests skip with a loud message; under `CI=true` a
 //!   missing root is a failure, because CI must never skip them.
 
+pub mod servers;
+
 use std::io;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
