@@ -618,10 +618,12 @@ async fn associated(
     }
 }
 
-/// One UDP flow to port 53 relayed as DNS over TCP through a SOCKS5
-/// CONNECT: each query goes out with its two-byte length (RFC 7766), each
-/// answer comes back as a datagram. Answers may come in any order, as over
-/// UDP.
+/// One UDP flow to port 53 relayed as DNS over TCP through SOCKS5
+/// CONNECT: each query goes out on a connection of its own with its
+/// two-byte length (RFC 7766), and its answer comes back as a datagram.
+/// A connection per query, because servers may close a connection after
+/// one answer, which would lose the queries sent behind it; DNS clients
+/// send few queries, and concurrent ones are answered concurrently.
 async fn dns_over_tcp(
     flow: FlowId,
     dst: SocketAddr,
@@ -629,41 +631,52 @@ async fn dns_over_tcp(
     mut from_engine: mpsc::Receiver<Vec<u8>>,
     inbox: mpsc::Sender<Upstream>,
 ) {
-    match relay.tcp(dst).await {
-        Ok(stream) => {
-            let (mut reader, mut writer) = stream.into_split();
-            let write = async {
-                let mut framed = Vec::with_capacity(2 + 512);
-                while let Some(query) = from_engine.recv().await {
-                    let Ok(len) = u16::try_from(query.len()) else {
-                        continue;
-                    };
-                    framed.clear();
-                    framed.extend_from_slice(&len.to_be_bytes());
-                    framed.extend_from_slice(&query);
-                    writer.write_all(&framed).await?;
+    let mut queries = JoinSet::new();
+    loop {
+        tokio::select! {
+            query = from_engine.recv() => match query {
+                Some(q) if queries.len() < DATAGRAMS_PER_FLOW => {
+                    queries.spawn(dns_query(relay.clone(), dst, q));
                 }
-                Ok::<(), io::Error>(())
-            };
-            let read = async {
-                loop {
-                    let mut len = [0_u8; 2];
-                    reader.read_exact(&mut len).await?;
-                    let mut answer = vec![0_u8; usize::from(u16::from_be_bytes(len))];
-                    reader.read_exact(&mut answer).await?;
+                Some(_) => tracing::debug!("DNS over TCP to {dst}: too many queries in flight, one lost"),
+                None => return,
+            },
+            Some(answered) = queries.join_next(), if !queries.is_empty() => match answered {
+                Ok(Ok(answer)) => {
                     if inbox.send(Upstream::UdpData(flow, answer)).await.is_err() {
-                        return Ok::<(), io::Error>(());
+                        return;
                     }
                 }
-            };
-            tokio::select! {
-                r = write => if let Err(e) = r { tracing::debug!("DNS over TCP to {dst}: {e}") },
-                r = read => if let Err(e) = r { tracing::debug!("DNS over TCP to {dst}: {e}") },
-            }
+                Ok(Err(e)) => tracing::debug!("DNS over TCP to {dst}: {e}"),
+                Err(_) => {}
+            },
         }
-        Err(e) => tracing::debug!("DNS over TCP to {dst}: {e}"),
     }
-    let _ = inbox.send(Upstream::UdpClosed(flow)).await;
+}
+
+async fn dns_query(
+    relay: Relay,
+    dst: SocketAddr,
+    query: Vec<u8>,
+) -> Result<Vec<u8>, socks5::Socks5Error> {
+    let len = u16::try_from(query.len())
+        .map_err(|_| socks5::Socks5Error::Protocol("DNS query over 65535 bytes"))?;
+    let mut stream = relay.tcp(dst).await?;
+    let exchange = async {
+        let mut framed = Vec::with_capacity(2 + query.len());
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&query);
+        stream.write_all(&framed).await?;
+        let mut len = [0_u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut answer = vec![0_u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut answer).await?;
+        Ok::<_, io::Error>(answer)
+    };
+    match tokio::time::timeout(crate::relay::UPSTREAM_TIMEOUT, exchange).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer").into()),
+    }
 }
 
 #[cfg(test)]
