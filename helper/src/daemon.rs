@@ -135,6 +135,7 @@ impl<P: Platform> Daemon<P> {
             }
         }
         let platform = Arc::new(platform);
+        crate::fault::begin("sweep");
         match routes::sweep(&*platform, &mut ledger).await {
             Ok(swept) if !swept.is_empty() => {
                 tracing::info!(
@@ -185,6 +186,7 @@ impl<P: Platform> Daemon<P> {
         };
         let upstream_ips: Vec<IpAddr> = server.iter().map(SocketAddr::ip).collect();
         let mut state = self.state.lock().await;
+        crate::fault::begin("up");
         if state.tunnels.contains_key(&spec.name) {
             return Err(error(
                 ErrorCode::Exists,
@@ -197,6 +199,7 @@ impl<P: Platform> Daemon<P> {
             .await
             .map_err(|e| error(ErrorCode::Platform, e.to_string()))?;
         let (device, interface) = self.create_device(&state, &spec)?;
+        crate::fault::step("device created");
         let plan = routes::plan(&spec, &interface, physical.as_ref(), &upstream_ips)
             .map_err(|e| error(ErrorCode::Platform, e.to_string()))?;
         let physical = Arc::new(RwLock::new(physical));
@@ -248,12 +251,14 @@ impl<P: Platform> Daemon<P> {
                 }
             }
         });
+        crate::fault::step("data plane started");
         if let Err(e) = state.desired.want(&spec) {
             tracing::warn!(
                 "tunnel {} will not be restored after a restart: {e}",
                 spec.name
             );
         }
+        crate::fault::step("desired saved");
         let tunnel = Tunnel {
             spec,
             interface,
@@ -346,6 +351,7 @@ impl<P: Platform> Daemon<P> {
         };
         tunnel.data_plane.abort();
         let _ = tunnel.data_plane.await;
+        crate::fault::step("data plane stopped");
         let result = routes::remove(&*self.platform, &mut state.ledger, &tunnel.routes).await;
         for r in &tunnel.installed {
             self.emit(Event::Route {
@@ -360,6 +366,7 @@ impl<P: Platform> Daemon<P> {
 
     async fn down(&self, target: DownTarget) -> Result<(), ErrorReply> {
         let mut state = self.state.lock().await;
+        crate::fault::begin("down");
         let names: Vec<TunnelName> = match target {
             DownTarget::Name(n) => vec![n],
             DownTarget::All => state.tunnels.keys().cloned().collect(),
@@ -371,6 +378,7 @@ impl<P: Platform> Daemon<P> {
                 if let Err(e) = state.desired.forget(&name) {
                     tracing::warn!("tunnel {name} may come back after a restart: {e}");
                 }
+                crate::fault::step("desired forgotten");
             }
             if let Err(e) = result {
                 first_error.get_or_insert(e);
@@ -398,6 +406,7 @@ impl<P: Platform> Daemon<P> {
         add: bool,
     ) -> Result<TunnelStatus, ErrorReply> {
         let mut state = self.state.lock().await;
+        crate::fault::begin(if add { "route.add" } else { "route.remove" });
         let State {
             ledger, tunnels, ..
         } = &mut *state;
@@ -474,6 +483,7 @@ impl<P: Platform> Daemon<P> {
         if let Err(e) = state.desired.want(&spec) {
             tracing::warn!("route change on {name} will not survive a restart: {e}");
         }
+        crate::fault::step("desired saved");
         Ok(state.tunnels[name].status())
     }
 }
@@ -523,6 +533,7 @@ impl<P: Platform> Daemon<P> {
             }
         };
         let mut state = self.state.lock().await;
+        crate::fault::begin("reassert");
         let State {
             ledger, tunnels, ..
         } = &mut *state;

@@ -1,11 +1,13 @@
 //! ztun-helper: the root daemon that owns tunnels, routes and the packet
-//! engine (DESIGN.md §2). The daemon itself arrives with issue 5; what is
-//! here so far: the route plan and ledger (`routes`), the operating system
-//! behind one interface (`platform`: Linux, and a recording fake), and the
-//! control plane (`control`: authorisation and the Unix-socket server).
+//! engine (DESIGN.md §2): the daemon (`daemon`), each tunnel's data plane
+//! (`tunnel`) and upstreams (`relay`), the route plan and ledger (`routes`),
+//! desired tunnels (`state`), the operating system behind one interface
+//! (`platform`: Linux, macOS, and a recording fake), and the control plane
+//! (`control`: authorisation and transports).
 
 pub mod control;
 pub mod daemon;
+pub mod fault;
 pub mod platform;
 pub mod relay;
 pub mod routes;

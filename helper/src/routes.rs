@@ -263,12 +263,15 @@ async fn install_one<P: Platform>(
     entry: &RouteEntry,
 ) -> Result<InstalledRoute, RouteError> {
     ledger.record(entry).map_err(RouteError::Ledger)?;
+    crate::fault::step("route ledgered");
     if let Err(e) = platform.add_route(entry).await {
         ledger.forget(entry).map_err(RouteError::Ledger)?;
         return Err(e.into());
     }
+    crate::fault::step("route added");
     let problem = match platform.lookup_route(entry.dst).await? {
         Some(k) if entry.matches(&k) => {
+            crate::fault::step("route verified");
             return Ok(InstalledRoute {
                 route: entry.dst,
                 interface: k.interface,
@@ -300,7 +303,12 @@ pub async fn remove<P: Platform>(
     let mut first_error = None;
     for entry in routes.iter().rev() {
         let result = match platform.delete_route(entry).await {
-            Ok(_) => ledger.forget(entry).map_err(RouteError::Ledger),
+            Ok(_) => {
+                crate::fault::step("route deleted");
+                let forgotten = ledger.forget(entry).map_err(RouteError::Ledger);
+                crate::fault::step("route forgotten");
+                forgotten
+            }
             Err(e) => Err(e.into()),
         };
         if let Err(e) = result {

@@ -300,18 +300,29 @@ impl Topology {
 
     /// Starts the helper in the client namespace and waits for its socket.
     pub fn start_helper(&self) -> io::Result<Process> {
+        self.start_helper_with(&[])
+    }
+
+    /// Starts the helper with extra environment (`NAME=value` each, e.g.
+    /// `ZTUN_CRASH_AT=up:3`) and waits for its socket. A socket file left by
+    /// a killed helper is removed first, so the wait means this one is up.
+    pub fn start_helper_with(&self, env: &[&str]) -> io::Result<Process> {
         let helper = workspace_bin("ztun-helper");
         let sock = self.socket();
         let state = self.dir.join("state");
-        let p = self.client.spawn(
+        match std::fs::remove_file(&sock) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut args: Vec<&str> = env.to_vec();
+        args.extend_from_slice(&[
             helper.to_str().unwrap_or_default(),
-            &[
-                "--socket",
-                sock.to_str().unwrap_or_default(),
-                "--state-dir",
-                state.to_str().unwrap_or_default(),
-            ],
-        )?;
+            "--socket",
+            sock.to_str().unwrap_or_default(),
+            "--state-dir",
+            state.to_str().unwrap_or_default(),
+        ]);
+        let p = self.client.spawn("env", &args)?;
         if !eventually(Duration::from_secs(10), || sock.exists()) {
             return Err(io::Error::other(
                 "ztun-helper did not create its socket within 10 s",
