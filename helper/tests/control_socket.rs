@@ -358,3 +358,119 @@ fn binding_in_an_existing_directory_leaves_its_mode_alone() {
     assert_eq!(mode, 0o1777);
     drop(server);
 }
+
+/// Runs `f` on a thread whose credentials are uid/gid 65534 (nobody).
+fn as_nobody<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: the raw syscall (unlike libc's setresuid wrapper) changes
+        // the credentials of this thread only; it never returns to root.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn a_thousand_connections_from_one_user_cannot_lock_others_out() {
+    if !is_root() {
+        eprintln!("\n!!! SKIPPED: a_thousand_connections_from_one_user_cannot_lock_others_out needs root to become uid 65534\n");
+        return;
+    }
+    let s = start();
+    let path = s.path.clone();
+    // Nobody opens 1,000 connections and keeps every one of them open.
+    let (held, answered, refused) = as_nobody(move || {
+        let mut held = Vec::new();
+        let (mut answered, mut refused) = (0, 0);
+        let mut request = Vec::new();
+        frame::encode(&Request::Status(None).to_value(), &mut request).unwrap();
+        for _ in 0..1000 {
+            let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            // A refused connection may be closed before the request lands.
+            let _ = c.write_all(&request);
+            match raw_reply(&mut c) {
+                Response::Ok(_) => answered += 1,
+                Response::Err(e) => {
+                    assert!(
+                        e.message.contains("connections open to the helper"),
+                        "{}",
+                        e.message
+                    );
+                    refused += 1;
+                }
+            }
+            held.push(c);
+        }
+        (held, answered, refused)
+    });
+    assert_eq!(
+        (answered, refused),
+        (32, 968),
+        "32 served, the rest told why"
+    );
+    // With all of them still open, anyone else is served at once.
+    let started = Instant::now();
+    assert!(matches!(
+        ask(&s.path, &Request::Status(None)),
+        Response::Ok(_)
+    ));
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "status took {:?}",
+        started.elapsed()
+    );
+    drop(held);
+}
+
+#[test]
+fn a_watcher_that_never_reads_is_dropped_and_holds_nothing() {
+    let s = start();
+    let mut conn = Connection::connect(&s.path, Duration::from_secs(10)).unwrap();
+    conn.send(&Request::Watch(None).to_value()).unwrap();
+    assert_eq!(
+        Response::from_value(Op::Watch, &conn.receive(false).unwrap()).unwrap(),
+        Response::Ok(Reply::Done)
+    );
+    let events = s.daemon.sender();
+    // Far more than the socket buffer holds: the watcher never reads.
+    let big = Event::Error {
+        name: None,
+        message: "x".repeat(60_000),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events.receiver_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled watcher is still subscribed"
+        );
+        let _ = events.send(big.clone());
+        // Others are served meanwhile.
+        assert!(matches!(ask(&s.path, &Request::Version), Response::Ok(_)));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(conn);
+}
+
+#[test]
+fn a_client_that_leaves_before_its_reply_does_not_disturb_the_next() {
+    let s = start();
+    for _ in 0..50 {
+        let mut c = std::os::unix::net::UnixStream::connect(&s.path).unwrap();
+        let mut request = Vec::new();
+        frame::encode(&Request::Status(None).to_value(), &mut request).unwrap();
+        c.write_all(&request).unwrap();
+        drop(c);
+    }
+    assert!(matches!(
+        ask(&s.path, &Request::Status(None)),
+        Response::Ok(_)
+    ));
+    assert_eq!(
+        s.daemon.seen.lock().unwrap().len(),
+        51,
+        "every request was still handled"
+    );
+}

@@ -257,3 +257,36 @@ fn a_crash_after_any_step_of_the_start_up_sweep_loses_and_leaves_nothing() {
         },
     );
 }
+
+#[test]
+fn a_truncated_ledger_is_moved_aside_and_the_helper_serves_on() {
+    if !can_run("a_truncated_ledger_is_moved_aside_and_the_helper_serves_on") {
+        return;
+    }
+    let t = Topology::new("ledger").unwrap();
+    let baseline = kernel_routes(&t);
+    let mut helper = t.start_helper().unwrap();
+    t.ztunctl_ok(TARGET_UP).unwrap();
+    helper.signal(libc::SIGKILL).unwrap();
+    helper
+        .wait_for_exit(Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    let ledger = t.dir.join("state/routes.plist");
+    let text = std::fs::read(&ledger).unwrap();
+    std::fs::write(&ledger, &text[..text.len() / 2]).unwrap();
+
+    // Routes through the dead tunnel's interface went with it; the helper
+    // starts, says what it found, restores the desired tunnel and serves.
+    assert_recovered(&t, &baseline, "truncated ledger");
+    let moved: Vec<String> = std::fs::read_dir(t.dir.join("state"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("routes.plist.corrupt-"))
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "the unreadable ledger is kept for a person to read"
+    );
+}

@@ -4,14 +4,17 @@
 //! The socket is world-connectable (0666) because status is for everyone;
 //! authorisation happens per request. A client cannot hurt the others: a
 //! frame must arrive whole within [`BODY_TIMEOUT`] of its first byte, replies
-//! must be taken within [`WRITE_TIMEOUT`], and at most [`MAX_CLIENTS`]
-//! connections are served at once.
+//! must be taken within [`WRITE_TIMEOUT`], at most [`MAX_CLIENTS`]
+//! connections are served at once, and one user other than root may hold at
+//! most [`MAX_PER_USER`] of them (so one user's idle connections cannot
+//! lock everyone else out).
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,6 +36,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections served at once; more are told so and closed.
 pub const MAX_CLIENTS: usize = 256;
+/// Connections one user other than root may hold at once.
+pub const MAX_PER_USER: usize = 32;
 
 /// A bound control socket. Dropping it removes the socket file.
 #[derive(Debug)]
@@ -86,6 +91,7 @@ impl UnixServer {
         admins: Arc<AdminGroup>,
     ) -> io::Result<()> {
         let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        let per_user = PerUser::default();
         let mut clients = JoinSet::new();
         loop {
             let (mut stream, _) = tokio::select! {
@@ -93,20 +99,37 @@ impl UnixServer {
                 // Reap finished connections so the set does not grow.
                 Some(_) = clients.join_next(), if !clients.is_empty() => continue,
             };
-            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                let busy = ErrorReply::new(
-                    ErrorCode::Internal,
-                    "the helper is serving too many clients; try again",
-                );
-                clients.spawn(async move {
-                    let _ = send(&mut stream, &Response::Err(busy).to_value()).await;
-                });
+            let Ok(cred) = stream.peer_cred() else {
                 continue;
+            };
+            let peer = Peer {
+                uid: cred.uid(),
+                gid: cred.gid(),
+            };
+            let taken = match per_user.take(peer.uid) {
+                None => Err(format!(
+                    "uid {} already has {MAX_PER_USER} connections open to the helper; close some (each ztunctl status --watch holds one)",
+                    peer.uid
+                )),
+                Some(user_slot) => match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(slot) => Ok((slot, user_slot)),
+                    Err(_) => Err("the helper is serving too many clients; try again".to_owned()),
+                },
+            };
+            let slot = match taken {
+                Ok(slot) => slot,
+                Err(why) => {
+                    let reply = Response::Err(ErrorReply::new(ErrorCode::Internal, why));
+                    clients.spawn(async move {
+                        let _ = send(&mut stream, &reply.to_value()).await;
+                    });
+                    continue;
+                }
             };
             let (handler, admins) = (Arc::clone(&handler), Arc::clone(&admins));
             clients.spawn(async move {
                 let _slot = slot;
-                if let Err(e) = serve(stream, &*handler, &admins).await {
+                if let Err(e) = serve(stream, peer, &*handler, &admins).await {
                     tracing::debug!("control client: {e}");
                 }
             });
@@ -120,18 +143,55 @@ impl Drop for UnixServer {
     }
 }
 
+/// Connections held per uid; root is not counted.
+#[derive(Debug, Default, Clone)]
+struct PerUser(Arc<Mutex<HashMap<u32, usize>>>);
+
+/// One connection of a user, given back when dropped.
+#[derive(Debug)]
+struct UserSlot {
+    uid: u32,
+    table: PerUser,
+}
+
+impl PerUser {
+    fn take(&self, uid: u32) -> Option<Option<UserSlot>> {
+        if uid == 0 {
+            return Some(None);
+        }
+        let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = table.entry(uid).or_default();
+        if *held >= MAX_PER_USER {
+            return None;
+        }
+        *held += 1;
+        Some(Some(UserSlot {
+            uid,
+            table: self.clone(),
+        }))
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut table = self.table.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = table.get_mut(&self.uid) {
+            *held -= 1;
+            if *held == 0 {
+                table.remove(&self.uid);
+            }
+        }
+    }
+}
+
 /// One connection: requests in order until the client leaves, breaks the
 /// framing, stalls, or turns into a watch stream.
 async fn serve<H: Handler>(
     mut stream: UnixStream,
+    peer: Peer,
     handler: &H,
     admins: &AdminGroup,
 ) -> io::Result<()> {
-    let cred = stream.peer_cred()?;
-    let peer = Peer {
-        uid: cred.uid(),
-        gid: cred.gid(),
-    };
     loop {
         let message = match read_message(&mut stream).await {
             Ok(Some(m)) => m,
