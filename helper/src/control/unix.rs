@@ -147,17 +147,21 @@ impl Drop for UnixServer {
 #[derive(Debug, Default, Clone)]
 struct PerUser(Arc<Mutex<HashMap<u32, usize>>>);
 
-/// One connection of a user, given back when dropped.
+/// One connection of a user, given back when dropped (root's are not
+/// counted: `uid` is `None`).
 #[derive(Debug)]
 struct UserSlot {
-    uid: u32,
+    uid: Option<u32>,
     table: PerUser,
 }
 
 impl PerUser {
-    fn take(&self, uid: u32) -> Option<Option<UserSlot>> {
+    fn take(&self, uid: u32) -> Option<UserSlot> {
         if uid == 0 {
-            return Some(None);
+            return Some(UserSlot {
+                uid: None,
+                table: self.clone(),
+            });
         }
         let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let held = table.entry(uid).or_default();
@@ -165,20 +169,21 @@ impl PerUser {
             return None;
         }
         *held += 1;
-        Some(Some(UserSlot {
-            uid,
+        Some(UserSlot {
+            uid: Some(uid),
             table: self.clone(),
-        }))
+        })
     }
 }
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
+        let Some(uid) = self.uid else { return };
         let mut table = self.table.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(held) = table.get_mut(&self.uid) {
+        if let Some(held) = table.get_mut(&uid) {
             *held -= 1;
             if *held == 0 {
-                table.remove(&self.uid);
+                table.remove(&uid);
             }
         }
     }
