@@ -77,6 +77,12 @@ fn the_systemd_unit_runs_the_installed_helper_with_the_codes_paths() {
     let unit = std::fs::read_to_string(repo("packaging/linux/ztun-helper.service")).unwrap();
     let exec: Vec<&str> = unit_value(&unit, "ExecStart").split_whitespace().collect();
     assert_eq!(exec[0], service::LINUX_HELPER_PATH);
+    assert!(
+        !service::LINUX_HELPER_PATH.starts_with("/usr/local/")
+            && !service::LINUX_CTL_PATH.starts_with("/usr/local/"),
+        "a .deb must not install under /usr/local (Debian Policy 9.1.2)"
+    );
+    assert_eq!(unit_value(&unit, "WantedBy"), "multi-user.target");
     let flag = |name: &str| exec.iter().position(|a| *a == name).map(|i| exec[i + 1]);
     assert_eq!(flag("--socket"), Some(ztun_proto::DEFAULT_SOCKET_PATH));
     assert_eq!(flag("--state-dir"), Some(service::LINUX_STATE_DIR));
