@@ -1,9 +1,10 @@
 //! The packaging files agree with the code: every name and path in the
 //! launchd job, the entitlements, the systemd unit, the macOS installer
 //! (component plist, distribution, build script, install and uninstall
-//! scripts) is the one `ztun_proto::service`
+//! scripts) and the Debian maintainer scripts is the one `ztun_proto::service`
 //! (and the helper's defaults) use. One source of truth, checked, so a
-//! rename cannot leave an installer pointing nowhere.
+//! rename cannot leave an installer pointing nowhere. The built .deb itself
+//! is installed and run by `tests/deb.rs`.
 #![allow(clippy::unwrap_used)] // test inputs are built here, not received
 
 use std::collections::HashMap;
@@ -609,6 +610,22 @@ fn the_install_scripts_use_the_codes_names_and_paths() {
             ("CTL_ID", service::MACOS_CTL_SIGNING_ID),
             ("PKG_ID", service::MACOS_PKG_ID),
         ],
+    );
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = format!("packaging/linux/debian/{script}");
+        check(&path, &[("UNIT", service::LINUX_UNIT)]);
+    }
+    check(
+        "packaging/linux/debian/postinst",
+        &[("CTL", service::LINUX_CTL_PATH)],
+    );
+    check(
+        "packaging/linux/debian/prerm",
+        &[("CTL", service::LINUX_CTL_PATH)],
+    );
+    check(
+        "packaging/linux/debian/postrm",
+        &[("STATE_DIR", service::LINUX_STATE_DIR)],
     );
 }
 
