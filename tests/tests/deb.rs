@@ -227,6 +227,25 @@ fn the_installed_package_verifies_and_its_units_command_serves_ztunctl() {
         Path::new(&unit_path),
         "enabled"
     );
+    // An upgrade (the same package again: prerm upgrade, postinst
+    // configure OLD-VERSION) keeps it enabled, and keeps an admin's disable.
+    dpkg(&root, &["--install", deb.to_str().unwrap()]);
+    assert_eq!(std::fs::read_link(&wants).unwrap(), Path::new(&unit_path));
+    let systemctl = |verb: &str| {
+        let root_flag = format!("--root={}", root.display());
+        run(
+            "systemctl",
+            &[root_flag.as_str(), verb, service::LINUX_UNIT],
+        );
+    };
+    systemctl("disable");
+    assert!(wants.symlink_metadata().is_err());
+    dpkg(&root, &["--install", deb.to_str().unwrap()]);
+    assert!(
+        wants.symlink_metadata().is_err(),
+        "an upgrade enabled a unit the admin had disabled"
+    );
+    systemctl("enable");
 
     // The unit as installed is the repository's, and systemd accepts it,
     // ExecStart's binary included (looked up inside the root).
