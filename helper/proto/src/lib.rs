@@ -43,10 +43,19 @@ pub mod service {
     pub const MACOS_CTL_PATH: &str = "/usr/local/bin/ztunctl";
     pub const MACOS_LOG_PATH: &str = "/Library/Logs/ztun/helper.log";
     pub const MACOS_STATE_DIR: &str = "/Library/Application Support/ztun";
-    /// Linux install paths.
-    pub const LINUX_HELPER_PATH: &str = "/usr/local/bin/ztun-helper";
+    /// The macOS package (`packaging/macos`): its identifier, which
+    /// `pkgutil --forget` takes on uninstall.
+    pub const MACOS_PKG_ID: &str = "com.ztun.pkg";
+    /// The code-signing identifier of ztunctl (the helper's is [`LABEL`]).
+    pub const MACOS_CTL_SIGNING_ID: &str = "com.ztun.ztunctl";
+    /// Linux install paths, as the .deb lays them out: a distribution
+    /// package never writes under /usr/local, which belongs to the admin.
+    pub const LINUX_HELPER_PATH: &str = "/usr/sbin/ztun-helper";
+    pub const LINUX_CTL_PATH: &str = "/usr/bin/ztunctl";
     pub const LINUX_STATE_DIR: &str = "/var/lib/ztun";
     pub const LINUX_UNIT: &str = "ztun-helper.service";
+    /// Where the .deb puts the unit (Debian 12 packages ship units in /lib).
+    pub const LINUX_UNIT_DIR: &str = "/lib/systemd/system";
 }
 
 /// Where the helper listens for Unix-socket clients by default. On macOS
