@@ -293,6 +293,83 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A "SOCKS5 server" on loopback that answers every connection with
+    /// `answer` and then holds it open (or says nothing when empty).
+    async fn fake_server(answer: &'static [u8]) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.write_all(answer).await;
+                held.push(s);
+            }
+        });
+        addr
+    }
+
+    fn relay_to(server: SocketAddr) -> Relay {
+        Relay::socks5(Arc::new(|_: &Socket| Ok(())), server, None, false)
+    }
+
+    fn dst() -> SocketAddr {
+        "203.0.113.5:80".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_server_answering_garbage_is_unreachable_with_the_reason() {
+        let relay = relay_to(fake_server(b"HTTP/1.1 400 Bad Request\r\n\r\n").await);
+        let err = relay.tcp(dst()).await.unwrap_err();
+        assert_eq!(err.reason(), "protocol_error");
+        let health = relay.socks().unwrap().health.snapshot();
+        assert!(!health.reachable);
+        assert!(health.last_error.unwrap().ends_with(
+            "the SOCKS5 server broke the protocol: not a SOCKS5 server (wrong version)"
+        ));
+        // Refused at once from now on, until a probe gets through.
+        assert!(relay.socks().unwrap().health.is_down());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_never_answers_times_out_and_is_marked_down() {
+        let relay = relay_to(fake_server(b"").await);
+        let started = tokio::time::Instant::now();
+        let err = relay.tcp(dst()).await.unwrap_err();
+        assert_eq!(started.elapsed(), UPSTREAM_TIMEOUT);
+        assert_eq!(err.reason(), "upstream_timeout");
+        assert!(!relay.socks().unwrap().health.snapshot().reachable);
+    }
+
+    #[tokio::test]
+    async fn the_prober_notices_the_server_is_back_without_any_flow() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let relay = relay_to(addr);
+        assert!(relay.probe().await.is_err(), "nothing listens yet");
+        let watch = tokio::spawn(relay.clone().keep_watch());
+        // The server comes back (a real SOCKS5 greeting answer: no auth).
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut greeting = [0_u8; 3];
+                let _ = tokio::io::AsyncReadExt::read_exact(&mut s, &mut greeting).await;
+                let _ = s.write_all(&[5, 0]).await;
+            }
+        });
+        for _ in 0..100 {
+            if relay.socks().unwrap().health.snapshot().reachable {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let health = relay.socks().unwrap().health.snapshot();
+        assert!(health.reachable, "{health:?}");
+        assert_eq!(health.reconnects, 1);
+        watch.abort();
+    }
 
     fn server() -> SocketAddr {
         "198.51.100.2:1080".parse().unwrap()
