@@ -441,3 +441,73 @@ fn spec_round_trip_keeps_the_password_on_the_wire_only() {
     assert_eq!(Request::from_value(&wire).unwrap(), req);
     assert!(!format!("{req:?}").contains("hunter2"));
 }
+
+/// Every key of a full `up` request, each replaced in turn by a value of
+/// every other plist type: the request is refused as `invalid_argument`
+/// and the message names the key (a hostile or buggy client learns what it
+/// did wrong, and nothing reaches the daemon).
+#[test]
+fn a_wrong_type_in_any_field_is_refused_naming_that_field() {
+    let full = up_with(
+        &[
+            ("address", s("198.18.0.1/32")),
+            ("peer", s("198.18.0.2")),
+            ("mtu", i(9000)),
+            ("ipv6", s("2001:db8:ff::1/64")),
+            ("full", i(0)),
+            ("exclude", strings(&[])),
+            ("upstream", s("socks5://u:p@192.0.2.10:1080")),
+            ("dns_over_tcp", i(1)),
+            ("icmp", s("reply")),
+            ("transient", i(0)),
+        ],
+        &[],
+    );
+    assert!(
+        Request::from_value(&full).is_ok(),
+        "the unmutated request is valid"
+    );
+    let others = [
+        i(7),
+        s("x"),
+        Value::Array(vec![i(1)]),
+        dict(&[("k", i(1))]),
+        Value::Data(vec![1, 2]),
+        Value::Boolean(true),
+        Value::Real(1.5),
+    ];
+    let tunnel = full.as_dictionary().unwrap()["tunnel"]
+        .as_dictionary()
+        .unwrap()
+        .clone();
+    let mut checked = 0;
+    for (key, original) in &tunnel {
+        for other in &others {
+            // Flags also take a boolean on input (docs/protocol.md §2).
+            let flag_as_bool = matches!(other, Value::Boolean(_))
+                && ["full", "dns_over_tcp", "transient"].contains(&key.as_str());
+            if std::mem::discriminant(original) == std::mem::discriminant(other) || flag_as_bool {
+                continue;
+            }
+            let mut mutated = full.as_dictionary().unwrap().clone();
+            let mut t = tunnel.clone();
+            t.insert(key.clone(), other.clone());
+            mutated.insert("tunnel".into(), Value::Dictionary(t));
+            let err = Request::from_value(&Value::Dictionary(mutated))
+                .expect_err(&format!("tunnel.{key} = {other:?} was accepted"));
+            let reply = ErrorReply::from(err);
+            assert_eq!(reply.code, ErrorCode::InvalidArgument, "tunnel.{key}");
+            assert!(
+                reply.message.starts_with(&format!("tunnel.{key}")),
+                "tunnel.{key} = {other:?}: {}",
+                reply.message
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked,
+        12 * 6 - 3,
+        "12 keys, 6 other types each, less a bool for 3 flags"
+    );
+}
