@@ -534,22 +534,24 @@ async fn tcp_upstream(
         writer.shutdown().await
     };
     let read = async {
-        let mut buf = vec![0_u8; CHUNK];
         loop {
             let Ok(permit) = credits.acquire().await else {
                 return Ok(());
             };
             permit.forget();
-            let n = reader.read(&mut buf).await?;
+            // Read straight into the chunk that travels to the engine: no
+            // buffer held per idle flow, no copy, no zeroing.
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let n = reader.read_buf(&mut chunk).await?;
             if n == 0 {
                 let _ = inbox.send(Upstream::TcpEof(flow)).await;
                 return Ok::<(), io::Error>(());
             }
-            if inbox
-                .send(Upstream::TcpData(flow, buf[..n].to_vec()))
-                .await
-                .is_err()
-            {
+            if n < CHUNK / 4 {
+                // A small read must not pin a whole chunk while it waits.
+                chunk.shrink_to_fit();
+            }
+            if inbox.send(Upstream::TcpData(flow, chunk)).await.is_err() {
                 return Ok(());
             }
         }
