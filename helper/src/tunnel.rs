@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
-use ztun_engine::{DropReason, Engine, EngineConfig, Event, FlowId};
+use ztun_engine::{DropReason, Engine, EngineConfig, Event, FlowId, Unreachable};
 use ztun_proto::Counters;
 
 use crate::relay::echo::{EchoForwarder, EchoKey};
@@ -73,8 +73,11 @@ enum Upstream {
     /// The upstream writer took a chunk: the flow may read from the client again.
     TcpDrained(FlowId),
     UdpData(FlowId, Vec<u8>),
-    /// The flow's association or DNS connection ended; the next datagram
-    /// opens a new one.
+    /// The flow's destination cannot be reached: the client gets an ICMP
+    /// destination unreachable.
+    UdpUnreachable(FlowId, Unreachable),
+    /// The flow's socket, association or DNS connection ended; the next
+    /// datagram opens a new one.
     UdpClosed(FlowId),
 }
 
@@ -437,6 +440,9 @@ impl DataPlane {
             Upstream::UdpData(flow, data) => {
                 let _ = engine.udp_send(flow, &data);
             }
+            Upstream::UdpUnreachable(flow, why) => {
+                let _ = engine.udp_unreachable(flow, why);
+            }
             Upstream::UdpClosed(flow) => {
                 self.udp.remove(&flow);
             }
@@ -494,14 +500,29 @@ impl DataPlane {
     }
 }
 
+/// Relays a direct UDP flow's replies. The destination's ICMP errors, which
+/// the kernel reports on the connected socket, reach the client as the
+/// same ICMP errors; the socket stays open for the next datagram.
 async fn udp_upstream(flow: FlowId, socket: Arc<UdpSocket>, inbox: mpsc::Sender<Upstream>) {
     let mut buf = vec![0_u8; 65_536];
-    while let Ok(n) = socket.recv(&mut buf).await {
-        if inbox
-            .send(Upstream::UdpData(flow, buf[..n].to_vec()))
-            .await
-            .is_err()
-        {
+    loop {
+        let msg = match socket.recv(&mut buf).await {
+            Ok(n) => Upstream::UdpData(flow, buf[..n].to_vec()),
+            Err(e) => match e.kind() {
+                io::ErrorKind::ConnectionRefused => {
+                    Upstream::UdpUnreachable(flow, Unreachable::Port)
+                }
+                io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+                    Upstream::UdpUnreachable(flow, Unreachable::Host)
+                }
+                _ => {
+                    tracing::debug!("UDP flow {flow:?}: {e}");
+                    let _ = inbox.send(Upstream::UdpClosed(flow)).await;
+                    return;
+                }
+            },
+        };
+        if inbox.send(msg).await.is_err() {
             return;
         }
     }
@@ -576,7 +597,12 @@ async fn socks_udp(
                 tracing::debug!("UDP to {dst} through SOCKS5: {e}");
             }
         }
-        Err(e) => tracing::debug!("UDP to {dst}: no SOCKS5 association: {e}"),
+        Err(e) => {
+            tracing::debug!("UDP to {dst}: no SOCKS5 association: {e}");
+            let _ = inbox
+                .send(Upstream::UdpUnreachable(flow, e.unreachable()))
+                .await;
+        }
     }
     let _ = inbox.send(Upstream::UdpClosed(flow)).await;
 }
@@ -649,7 +675,12 @@ async fn dns_over_tcp(
                         return;
                     }
                 }
-                Ok(Err(e)) => tracing::debug!("DNS over TCP to {dst}: {e}"),
+                Ok(Err(e)) => {
+                    tracing::debug!("DNS over TCP to {dst}: {e}");
+                    if inbox.send(Upstream::UdpUnreachable(flow, e.unreachable())).await.is_err() {
+                        return;
+                    }
+                }
                 Err(_) => {}
             },
         }

@@ -177,6 +177,31 @@ fn a_udp_request_gets_its_response_through_the_tunnel() {
 }
 
 #[test]
+fn a_udp_datagram_to_a_closed_port_is_refused_at_once_as_without_the_tunnel() {
+    if !can_run("a_udp_datagram_to_a_closed_port_is_refused_at_once_as_without_the_tunnel") {
+        return;
+    }
+    let t = Topology::new("udpclosed").unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "u", "--route", "203.0.113.0/25"])
+        .unwrap();
+    // Nothing listens on 7999: the server's kernel answers port
+    // unreachable, the helper's socket reports it, and the client's socket
+    // gets the same error from the engine's ICMP message.
+    let client = format!(
+        "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.connect(('{SERVER}', 7999))\ns.settimeout(3)\nt0 = time.monotonic()\n\
+         for _ in range(3):\n    s.send(b'anyone?')\n    try:\n        s.recv(100)\n    except ConnectionRefusedError:\n\
+         \x20       print('refused', round(time.monotonic() - t0, 3)); break\n    except socket.timeout:\n        print('timeout')\n"
+    );
+    let out = t.client.exec("python3", &["-c", &client]).unwrap();
+    let text = stdout(&out);
+    assert!(text.starts_with("refused "), "{text}");
+    let secs: f64 = text.trim().trim_start_matches("refused ").parse().unwrap();
+    assert!(secs < 0.5, "refused after {secs} s");
+}
+
+#[test]
 fn only_routed_destinations_enter_the_tunnel() {
     if !can_run("only_routed_destinations_enter_the_tunnel") {
         return;

@@ -370,9 +370,16 @@ fn dns_over_tcp_answers_udp_queries_through_a_connect_only_server() {
         "socks5://198.51.100.2:1080",
     ])
     .unwrap();
+    let started = Instant::now();
     assert!(
         servers::dig(&t.client, SERVER, NAME, false).is_err(),
         "a UDP query needs UDP ASSOCIATE, which microsocks lacks"
+    );
+    // Told at once by an ICMP unreachable, not left to dig's 2 s timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "dig failed after {:?}",
+        started.elapsed()
     );
     t.ztunctl_ok(&["down", "plain"]).unwrap();
     t.ztunctl_ok(&[

@@ -11,7 +11,7 @@ use crate::queue::TxQueue;
 use crate::tcp::TcpStack;
 use crate::types::{
     ConfigError, Counters, DropReason, EchoPolicy, EchoRequest, EngineConfig, Event, FlowError,
-    FlowId, UdpDatagram,
+    FlowId, UdpDatagram, Unreachable,
 };
 use crate::udp::{Lookup, UdpTable};
 use crate::wire::{self, Inbound};
@@ -223,6 +223,24 @@ impl Engine {
             request.seq,
             payload,
         )
+    }
+
+    /// Tell the client of UDP mapping `flow` that its destination cannot be
+    /// reached, with an ICMP (`ICMPv6`) destination unreachable from the
+    /// destination quoting the mapping's addresses and ports, so the
+    /// client's `recv` fails at once (`ECONNREFUSED`, `EHOSTUNREACH`)
+    /// instead of waiting for a timeout.
+    pub fn udp_unreachable(&mut self, flow: FlowId, why: Unreachable) -> Result<(), FlowError> {
+        let mapping = self.udp.get(flow).ok_or(FlowError::UnknownFlow(flow))?;
+        if self.tx.is_full() {
+            self.tx.overflowed += 1;
+            return Err(FlowError::QueueFull);
+        }
+        let len = wire::unreachable_len(mapping.src);
+        self.tx.push_with(len, |buf| {
+            wire::emit_unreachable(buf, why, mapping.src, mapping.dst);
+        });
+        Ok(())
     }
 
     /// Send a datagram to the client of UDP mapping `flow`, from the

@@ -6,6 +6,20 @@ use std::net::{IpAddr, SocketAddr};
 use smoltcp::time::Duration;
 use smoltcp::wire::IpCidr;
 
+/// Why a UDP destination cannot be reached, as the client is told with an
+/// ICMP (`ICMPv6`) destination-unreachable message: what a router or the
+/// destination host would have said without the tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Nothing listens on the port (ICMP 3/3, `ICMPv6` 1/4).
+    Port,
+    /// The host or its network cannot be reached (ICMP 3/1, `ICMPv6` 1/3).
+    Host,
+    /// Policy forbids it, e.g. the SOCKS5 server refuses UDP (ICMP 3/13,
+    /// `ICMPv6` 1/1).
+    Prohibited,
+}
+
 /// What the engine does with an ICMP/`ICMPv6` echo request (requirement S5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EchoPolicy {

@@ -100,6 +100,11 @@ impl UdpTable {
     }
 
     /// The mapping of `flow`, refreshing its timer (a reply is activity too).
+    /// The mapping of `flow`, without refreshing its timer.
+    pub(crate) fn get(&self, flow: FlowId) -> Option<UdpMapping> {
+        self.by_flow.get(&flow).copied()
+    }
+
     pub(crate) fn touch(&mut self, flow: FlowId, now: Instant) -> Option<UdpMapping> {
         let m = self.by_flow.get_mut(&flow)?;
         m.last_seen = now;

@@ -10,7 +10,7 @@ use smoltcp::wire::{
     Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket,
 };
 
-use crate::types::DropReason;
+use crate::types::{DropReason, Unreachable};
 
 /// Hop limit of every packet the engine originates (RFC 1700 default TTL).
 pub(crate) const HOP_LIMIT: u8 = 64;
@@ -313,6 +313,63 @@ pub(crate) fn emit_echo_reply(
             icmp.fill_checksum(&s, &d);
         }
         _ => unreachable!("callers pair addresses of one family"),
+    }
+}
+
+/// Length of the destination-unreachable message [`emit_unreachable`]
+/// builds for a flow from `client`: ICMP header, then the quoted IP and UDP
+/// headers.
+pub(crate) fn unreachable_len(client: SocketAddr) -> usize {
+    let quote = ip_packet_len(client.ip(), UDP_HEADER_LEN);
+    ip_packet_len(client.ip(), ICMP_ECHO_HEADER_LEN + quote)
+}
+
+/// Build an ICMP (`ICMPv6`) destination unreachable from `dst` to `client`
+/// into `buf` (exactly [`unreachable_len`] long), quoting the IP and UDP
+/// headers of a datagram from `client` to `dst` so the client's stack finds
+/// the socket it belongs to (RFC 792, RFC 4443 §3.1).
+pub(crate) fn emit_unreachable(
+    buf: &mut [u8],
+    why: Unreachable,
+    client: SocketAddr,
+    dst: SocketAddr,
+) {
+    let quote_len = ip_packet_len(client.ip(), UDP_HEADER_LEN);
+    let (proto, kind, code) = match (client.ip(), why) {
+        (IpAddr::V4(_), Unreachable::Port) => (IpProtocol::Icmp, 3, 3),
+        (IpAddr::V4(_), Unreachable::Host) => (IpProtocol::Icmp, 3, 1),
+        (IpAddr::V4(_), Unreachable::Prohibited) => (IpProtocol::Icmp, 3, 13),
+        (IpAddr::V6(_), Unreachable::Port) => (IpProtocol::Icmpv6, 1, 4),
+        (IpAddr::V6(_), Unreachable::Host) => (IpProtocol::Icmpv6, 1, 3),
+        (IpAddr::V6(_), Unreachable::Prohibited) => (IpProtocol::Icmpv6, 1, 1),
+    };
+    let hl = emit_ip_header(
+        buf,
+        dst.ip(),
+        client.ip(),
+        proto,
+        ICMP_ECHO_HEADER_LEN + quote_len,
+    );
+    let icmp = &mut buf[hl..];
+    icmp[..ICMP_ECHO_HEADER_LEN].copy_from_slice(&[kind, code, 0, 0, 0, 0, 0, 0]);
+    let quote = &mut icmp[ICMP_ECHO_HEADER_LEN..];
+    let qhl = emit_ip_header(
+        quote,
+        client.ip(),
+        dst.ip(),
+        IpProtocol::Udp,
+        UDP_HEADER_LEN,
+    );
+    let mut udp = UdpPacket::new_unchecked(&mut quote[qhl..]);
+    udp.set_src_port(client.port());
+    udp.set_dst_port(dst.port());
+    udp.set_len(u16::try_from(UDP_HEADER_LEN).unwrap_or(u16::MAX));
+    udp.set_checksum(0);
+    match (dst.ip(), client.ip()) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            Icmpv6Packet::new_unchecked(&mut buf[hl..]).fill_checksum(&s, &d);
+        }
+        _ => Icmpv4Packet::new_unchecked(&mut buf[hl..]).fill_checksum(),
     }
 }
 

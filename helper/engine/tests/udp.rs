@@ -250,3 +250,96 @@ fn many_mappings_each_answered_on_its_own_tuple() {
         }
     }
 }
+
+/// The ICMP type and code the client receives for each reason, and the
+/// quoted headers that let its stack find the socket: the original
+/// datagram's IP header (client → destination, UDP) and its UDP ports.
+#[test]
+fn unreachable_quotes_the_flow_with_the_right_type_and_code_for_each_reason() {
+    use ztun_engine::Unreachable::{Host, Port, Prohibited};
+    let cases: [(IpAddr, IpAddr, ztun_engine::Unreachable, [u8; 3]); 6] = [
+        (CLIENT_V4.into(), SERVER_V4.into(), Port, [1, 3, 3]),
+        (CLIENT_V4.into(), SERVER_V4.into(), Host, [1, 3, 1]),
+        (CLIENT_V4.into(), SERVER_V4.into(), Prohibited, [1, 3, 13]),
+        (CLIENT_V6.into(), SERVER_V6.into(), Port, [58, 1, 4]),
+        (CLIENT_V6.into(), SERVER_V6.into(), Host, [58, 1, 3]),
+        (CLIENT_V6.into(), SERVER_V6.into(), Prohibited, [58, 1, 1]),
+    ];
+    for (client, server, why, [proto, kind, code]) in cases {
+        let mut e = engine();
+        e.handle_packet(
+            &udp_packet(client, server, 40000, 53, b"query"),
+            Instant::ZERO,
+        );
+        let flow = datagrams(&mut e)[0].flow;
+        e.udp_unreachable(flow, why).unwrap();
+        let out = drain_packets(&mut e, Instant::ZERO);
+        assert_eq!(out.len(), 1, "{why:?}");
+        // Addresses, and the ICMP checksum verified by the test's own code.
+        let p = check_packet(&out[0]);
+        assert_eq!((p.src, p.dst, p.proto), (server, client, proto), "{why:?}");
+        assert_eq!(&p.payload[..2], [kind, code], "{why:?} type and code");
+        assert_eq!(&p.payload[4..8], [0; 4], "{why:?} unused field");
+        let quote = &p.payload[8..];
+        let ip_len = if client.is_ipv4() { 20 } else { 40 };
+        assert_eq!(quote.len(), ip_len + 8, "{why:?} quote length");
+        // The quoted IP header is a valid header of the original datagram.
+        let quoted = check_ip_header(&quote[..ip_len], 8);
+        assert_eq!(
+            (quoted.0, quoted.1, quoted.2),
+            (client, server, 17),
+            "{why:?}"
+        );
+        assert_eq!(
+            &quote[ip_len..ip_len + 4],
+            [0x9c, 0x40, 0, 53],
+            "{why:?} quoted ports"
+        );
+        assert_eq!(
+            &quote[ip_len + 4..ip_len + 6],
+            [0, 8],
+            "{why:?} quoted UDP length"
+        );
+    }
+}
+
+/// (source, destination, protocol) of an IP header followed by
+/// `payload_len` bytes, checking its length field (and IPv4 checksum).
+fn check_ip_header(h: &[u8], payload_len: usize) -> (IpAddr, IpAddr, u8) {
+    if h[0] >> 4 == 4 {
+        assert_eq!(
+            usize::from(u16::from_be_bytes([h[2], h[3]])),
+            20 + payload_len
+        );
+        assert_eq!(ones_sum(&[h]), 0xffff, "quoted IPv4 header checksum");
+        let a = |i: usize| IpAddr::from(<[u8; 4]>::try_from(&h[i..i + 4]).unwrap());
+        (a(12), a(16), h[9])
+    } else {
+        assert_eq!(usize::from(u16::from_be_bytes([h[4], h[5]])), payload_len);
+        let a = |i: usize| IpAddr::from(<[u8; 16]>::try_from(&h[i..i + 16]).unwrap());
+        (a(8), a(24), h[6])
+    }
+}
+
+#[test]
+fn unreachable_for_an_unknown_flow_is_an_error_not_a_packet() {
+    let mut e = engine();
+    e.handle_packet(
+        &udp_packet(CLIENT_V4.into(), SERVER_V4.into(), 1, 2, b"x"),
+        Instant::ZERO,
+    );
+    let flow = datagrams(&mut e)[0].flow;
+    e.handle_packet(
+        &udp_packet(CLIENT_V4.into(), SERVER_V4.into(), 1, 2, b"x"),
+        Instant::ZERO,
+    );
+    drop(datagrams(&mut e));
+    let later = Instant::ZERO + Duration::from_secs(3600);
+    e.poll_transmit(&mut [0; 2048], later);
+    drop(drain_events(&mut e));
+    assert_eq!(
+        e.udp_unreachable(flow, ztun_engine::Unreachable::Port),
+        Err(FlowError::UnknownFlow(flow))
+    );
+    assert!(drain_packets(&mut e, later).is_empty());
+}

@@ -205,6 +205,20 @@ impl Socks5Error {
         !matches!(self, Socks5Error::Refused(_))
     }
 
+    /// What a UDP client is told when its flow fails for this reason, as
+    /// a router would tell it without the tunnel.
+    pub fn unreachable(&self) -> ztun_engine::Unreachable {
+        use ztun_engine::Unreachable::{Host, Port, Prohibited};
+        match self {
+            Socks5Error::Refused(ReplyCode::ConnectionRefused) => Port,
+            Socks5Error::Refused(
+                ReplyCode::HostUnreachable | ReplyCode::NetworkUnreachable | ReplyCode::TtlExpired,
+            )
+            | Socks5Error::Io(_) => Host,
+            _ => Prohibited,
+        }
+    }
+
     /// The counter key `status` shows refused flows under.
     pub fn reason(&self) -> &'static str {
         match self {
