@@ -46,6 +46,10 @@ pub mod service {
     pub const LINUX_HELPER_PATH: &str = "/usr/local/bin/ztun-helper";
     pub const LINUX_STATE_DIR: &str = "/var/lib/ztun";
     pub const LINUX_UNIT: &str = "ztun-helper.service";
+    /// Code-signing identifiers of the programs a signed helper answers
+    /// over XPC by default: ztunctl, and the ztun menu-bar app.
+    pub const MACOS_CTL_SIGNING_ID: &str = "com.ztun.ztunctl";
+    pub const MACOS_MENU_BAR_SIGNING_ID: &str = "com.ztun.menubar";
 }
 
 /// Where the helper listens for Unix-socket clients by default. On macOS

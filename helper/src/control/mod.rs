@@ -1,17 +1,21 @@
 //! The control plane: who may do what (S8), and answering requests. One
 //! request path serves both transports: a message dictionary is decoded,
 //! authorised against the caller's identity, then handed to the daemon's
-//! [`Handler`]. Transports (`unix`, and XPC on macOS) only move messages
+//! [`Handler`]. Transports (`unix`, and `xpc` on macOS) only move messages
 //! and say who the caller is.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 
 use tokio::sync::broadcast;
 use ztun_proto::plist::Value;
 use ztun_proto::{ErrorReply, Event, Reply, Request, Response, TunnelName};
 
 pub mod auth;
+pub mod signing;
 pub mod unix;
+#[cfg(target_os = "macos")]
+pub mod xpc;
 
 pub use auth::{AdminGroup, Caller, CodeCheck, Peer};
 
@@ -23,6 +27,38 @@ pub trait Handler: Send + Sync + 'static {
     /// A new subscription to the event stream (`watch`). A subscriber that
     /// falls behind loses the oldest events, never the daemon's memory.
     fn subscribe(&self) -> broadcast::Receiver<Event>;
+}
+
+/// The transports a helper serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transports {
+    /// The Mach service `com.ztun.helper` (macOS under launchd).
+    pub xpc: bool,
+    /// A Unix socket at this path.
+    pub unix: Option<PathBuf>,
+}
+
+impl Transports {
+    /// - Linux: the Unix socket, at `socket` or the default path.
+    /// - macOS under launchd (an installed helper): XPC, and the socket only
+    ///   when `--socket` asks for it. The socket identifies users but not
+    ///   programs, so on a signed install it admits code the XPC listener
+    ///   would refuse; it is opt-in.
+    /// - macOS from a terminal (development): the socket only. launchd
+    ///   registers the Mach service for its own job, not for this process.
+    pub fn choose(macos: bool, under_launchd: bool, socket: Option<&Path>) -> Self {
+        let default = || PathBuf::from(ztun_proto::DEFAULT_SOCKET_PATH);
+        match (macos, under_launchd) {
+            (true, true) => Self {
+                xpc: true,
+                unix: socket.map(Path::to_path_buf),
+            },
+            _ => Self {
+                xpc: false,
+                unix: Some(socket.map_or_else(default, Path::to_path_buf)),
+            },
+        }
+    }
 }
 
 /// What a transport does after answering.
@@ -100,6 +136,30 @@ pub fn event_matches(event: &Event, name: Option<&TunnelName>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transports_for_each_platform_launcher_and_socket_flag() {
+        let dev = Path::new("/tmp/ztun/ztun.sock");
+        let default = Some(PathBuf::from(ztun_proto::DEFAULT_SOCKET_PATH));
+        let cases = [
+            // (macOS, under launchd, --socket) → (xpc, unix)
+            ((false, false, None), (false, default.clone())),
+            ((false, true, None), (false, default.clone())),
+            ((false, false, Some(dev)), (false, Some(dev.to_path_buf()))),
+            ((false, true, Some(dev)), (false, Some(dev.to_path_buf()))),
+            ((true, true, None), (true, None)),
+            ((true, true, Some(dev)), (true, Some(dev.to_path_buf()))),
+            ((true, false, None), (false, default.clone())),
+            ((true, false, Some(dev)), (false, Some(dev.to_path_buf()))),
+        ];
+        for ((macos, launchd, socket), (xpc, unix)) in cases {
+            assert_eq!(
+                Transports::choose(macos, launchd, socket),
+                Transports { xpc, unix },
+                "macos {macos}, launchd {launchd}, socket {socket:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_watcher_that_fell_behind_is_told_in_the_stream() {
