@@ -6,8 +6,8 @@
 //! does no I/O and knows nothing of sockets, XPC or tunnels.
 //!
 //! The dictionary form uses only strings, int64, arrays, dictionaries and
-//! data, because the published `xpc-connection` client cannot carry bool or
-//! uint64: flags are int64 0/1 (a real bool is accepted on input).
+//! data: flags are int64 0/1 (a real bool is accepted on input), so a client
+//! reads every number of a reply with one getter (`xpc_dictionary_get_int64`).
 
 mod error;
 mod fields;
