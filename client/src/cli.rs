@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use ztun_proto::{EchoPolicy, TunnelName, Upstream, DEFAULT_MTU, DEFAULT_SOCKET_PATH};
+use ztun_proto::{EchoPolicy, TunnelName, Upstream, DEFAULT_MTU};
+
+use crate::Endpoint;
 
 /// Control the ztun helper: bring tunnels up and down, steer routes into
 /// them, and see what flows through them.
@@ -21,9 +23,11 @@ use ztun_proto::{EchoPolicy, TunnelName, Upstream, DEFAULT_MTU, DEFAULT_SOCKET_P
     max_term_width = 100
 )]
 pub struct Cli {
-    /// The helper's control socket.
-    #[arg(long, global = true, env = "ZTUN_SOCKET", default_value = DEFAULT_SOCKET_PATH, value_name = "PATH")]
-    pub socket: PathBuf,
+    /// The helper's Unix control socket [default: /run/ztun/control.sock].
+    /// On macOS ztunctl talks to the installed helper over XPC (the Mach
+    /// service com.ztun.helper) unless a socket is given.
+    #[arg(long, global = true, env = "ZTUN_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 
     /// Seconds to wait for the helper's reply.
     #[arg(long, global = true, default_value = "30", value_name = "SECS", value_parser = parse_timeout)]
@@ -36,6 +40,13 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Where this command reaches the helper.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::choose(self.socket.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -41,8 +41,9 @@ pub(crate) fn run(
         failed: 0,
         passed: 0,
     };
-    let path = cli.socket.display().to_string();
-    let mut conn = match Connection::connect(&cli.socket, cli.timeout) {
+    let endpoint = cli.endpoint();
+    let path = endpoint.to_string();
+    let mut conn = match Connection::open(&endpoint, cli.timeout) {
         Ok(c) => c,
         Err(e) => {
             report.fail(

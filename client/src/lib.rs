@@ -30,7 +30,6 @@ mod render;
 mod transport;
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use ztun_proto::plist::Value;
@@ -39,19 +38,25 @@ use ztun_proto::{
 };
 
 pub use cli::{Cli, Command, DownArgs, RouteArgs, RouteCommand, StatusArgs, UpArgs};
-pub use transport::Connection;
+pub use transport::{Connection, Endpoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Bad flags that clap cannot see (they depend on each other).
     #[error("{0}")]
     Usage(String),
-    #[error("cannot reach the ztun helper at {path}: {source}; start it ({start}) or pass --socket", start = hints::START)]
-    Unreachable { path: PathBuf, source: io::Error },
-    #[error("lost the connection to the helper at {path}: {source}")]
-    Lost { path: PathBuf, source: io::Error },
-    #[error("the helper at {} did not answer within {}s; check `journalctl -u ztun-helper`", path.display(), after.as_secs())]
-    Timeout { path: PathBuf, after: Duration },
+    #[error("cannot reach the ztun helper at {endpoint}: {source}; start it ({start}) or pass --socket", start = hints::START)]
+    Unreachable {
+        endpoint: Endpoint,
+        source: io::Error,
+    },
+    #[error("lost the connection to the helper at {endpoint}: {source}")]
+    Lost {
+        endpoint: Endpoint,
+        source: io::Error,
+    },
+    #[error("the helper at {endpoint} did not answer within {}s; check `{log}`", after.as_secs(), log = hints::LOG)]
+    Timeout { endpoint: Endpoint, after: Duration },
     #[error("{} ({})", .0.message, .0.code)]
     Helper(ErrorReply),
     #[error(
@@ -96,7 +101,7 @@ pub fn run(cli: &Cli, out: &mut impl Write) -> Result<(), ClientError> {
     if let Command::Version = cli.command {
         writeln!(out, "ztunctl {}", env!("CARGO_PKG_VERSION"))?;
     }
-    let mut conn = Connection::connect(&cli.socket, cli.timeout)?;
+    let mut conn = Connection::open(&cli.endpoint(), cli.timeout)?;
     let reply = exchange(&mut conn, &request)?;
     show(cli, &reply, out)?;
     if let Command::Status(StatusArgs {

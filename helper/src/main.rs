@@ -7,13 +7,17 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// The ztun root helper: owns tunnel interfaces, their routes and the packet
-/// engine, and serves ztunctl and menu-bar apps on a control socket.
+/// engine, and serves ztunctl and menu-bar apps: over XPC (the Mach service
+/// com.ztun.helper) when launchd runs it on macOS, over a Unix socket
+/// otherwise.
 #[derive(Debug, Parser)]
 #[command(name = "ztun-helper", version, max_term_width = 100)]
 struct Args {
-    /// Control socket to serve.
-    #[arg(long, default_value = ztun_proto::DEFAULT_SOCKET_PATH, value_name = "PATH")]
-    socket: PathBuf,
+    /// Unix control socket to serve [default: /run/ztun/control.sock on
+    /// Linux, /var/run/ztun/control.sock on macOS]. Under launchd on macOS
+    /// the helper serves XPC, and a socket only when this is given.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
 
     /// Where the route ledger and the desired tunnels are kept.
     #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
@@ -22,6 +26,13 @@ struct Args {
     /// Members of this group may change tunnels and routes (root always may).
     #[arg(long, default_value = DEFAULT_ADMIN_GROUP, value_name = "GROUP")]
     admin_group: String,
+
+    /// The code-signing requirement XPC clients must satisfy. Default for a
+    /// helper signed with a Developer ID: ztunctl or the ztun menu-bar app,
+    /// signed by the helper's team. An unsigned helper checks no code.
+    #[cfg(target_os = "macos")]
+    #[arg(long, env = "ZTUN_CODE_REQUIREMENT", value_name = "REQUIREMENT")]
+    code_requirement: Option<String>,
 }
 
 const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "macos") {
@@ -35,6 +46,14 @@ const DEFAULT_ADMIN_GROUP: &str = if cfg!(target_os = "macos") {
     "ztun"
 };
 
+/// Whether launchd runs this process as the ztun job: launchd puts the job's
+/// label in `XPC_SERVICE_NAME`. A terminal has "0" there, or another app's
+/// name when a terminal app launched by launchd passed it on.
+fn launched_by_launchd() -> bool {
+    cfg!(target_os = "macos")
+        && std::env::var_os("XPC_SERVICE_NAME").is_some_and(|n| n == ztun_proto::service::LABEL)
+}
+
 /// stderr (journald under systemd); on macOS under launchd, `os_log`, where
 /// every message is public, so nothing secret is ever logged.
 fn init_logging() {
@@ -43,9 +62,8 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // launchd names its jobs in XPC_SERVICE_NAME; a terminal session has "0".
     #[cfg(target_os = "macos")]
-    if std::env::var_os("XPC_SERVICE_NAME").is_some_and(|n| n != "0") {
+    if launched_by_launchd() {
         tracing_subscriber::registry()
             .with(filter)
             .with(tracing_oslog::OsLogger::new(
@@ -96,7 +114,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use tokio::signal::unix::{signal, SignalKind};
     use ztun_helper::control::unix::UnixServer;
-    use ztun_helper::control::AdminGroup;
+    use ztun_helper::control::{AdminGroup, Transports};
     use ztun_helper::daemon::Daemon;
 
     let admins = AdminGroup::lookup(&args.admin_group)
@@ -107,10 +125,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             admins.name
         );
     }
+    let admins = Arc::new(admins);
+    let transports = Transports::choose(
+        cfg!(target_os = "macos"),
+        launched_by_launchd(),
+        args.socket.as_deref(),
+    );
     #[cfg(target_os = "linux")]
     let platform = ztun_helper::platform::linux::LinuxPlatform::new()
         .context("cannot open netlink; is this Linux with rtnetlink?")?;
-    // The Unix socket serves macOS too, for development; XPC is issue 8.
     #[cfg(target_os = "macos")]
     let platform = ztun_helper::platform::macos::MacosPlatform::new();
     let daemon = Arc::new(
@@ -118,29 +141,122 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot use state directory {}", args.state_dir.display()))?,
     );
-    let server = UnixServer::bind(&args.socket)
-        .with_context(|| format!("cannot serve {}", args.socket.display()))?;
-    tracing::info!(
-        "serving {} (admin group {})",
-        server.path().display(),
-        admins.name
-    );
+    let unix = match &transports.unix {
+        Some(path) => {
+            let server = UnixServer::bind(path)
+                .with_context(|| format!("cannot serve {}", path.display()))?;
+            tracing::info!(
+                "serving {} (admin group {})",
+                server.path().display(),
+                admins.name
+            );
+            Some(server)
+        }
+        None => None,
+    };
+    #[cfg(target_os = "macos")]
+    let xpc = if transports.xpc {
+        Some(start_xpc(
+            args.code_requirement.as_deref(),
+            Arc::clone(&daemon),
+            Arc::clone(&admins),
+        )?)
+    } else {
+        None
+    };
     let follower = tokio::spawn({
         let daemon = Arc::clone(&daemon);
         async move { daemon.follow_network().await }
     });
+    let serve_unix = async {
+        match &unix {
+            Some(server) => server.run(Arc::clone(&daemon), Arc::clone(&admins)).await,
+            None => std::future::pending().await,
+        }
+    };
+    #[cfg(target_os = "macos")]
+    let xpc_failed = async {
+        match &xpc {
+            Some(server) => server.failed().await.to_string(),
+            None => std::future::pending().await,
+        }
+    };
+    #[cfg(not(target_os = "macos"))]
+    let xpc_failed = std::future::pending::<String>();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        r = server.run(Arc::clone(&daemon), Arc::new(admins)) => r.context("control socket failed")?,
-        _ = term.recv() => tracing::info!("SIGTERM: taking tunnels down"),
-        _ = int.recv() => tracing::info!("SIGINT: taking tunnels down"),
+    // Whatever ends serving, tunnels are taken down before the helper exits.
+    let outcome = tokio::select! {
+        r = serve_unix => r.context("control socket failed"),
+        e = xpc_failed => Err(anyhow::anyhow!(
+            "the XPC listener failed ({e}); launchd registers {} only for the job whose \
+             MachServices lists it",
+            ztun_proto::service::MACH_SERVICE
+        )),
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: taking tunnels down");
+            Ok(())
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT: taking tunnels down");
+            Ok(())
+        }
+    };
+    if let Err(e) = &outcome {
+        tracing::error!("{e:#}; taking tunnels down");
     }
-    // Stop accepting first (the server is dropped here, removing its
-    // socket), then routes and devices, in that order, tunnel by tunnel.
-    drop(server);
+    // Stop accepting first (dropping the servers removes the socket and
+    // cancels the XPC listener), then routes and devices, in that order,
+    // tunnel by tunnel.
+    drop(unix);
+    #[cfg(target_os = "macos")]
+    drop(xpc);
     follower.abort();
     daemon.shutdown().await;
     tracing::info!("stopped cleanly");
-    Ok(())
+    outcome
+}
+
+/// Starts the XPC listener with the code requirement this helper's
+/// signature and configuration call for.
+#[cfg(target_os = "macos")]
+fn start_xpc<H: ztun_helper::control::Handler>(
+    configured: Option<&str>,
+    handler: std::sync::Arc<H>,
+    admins: std::sync::Arc<ztun_helper::control::AdminGroup>,
+) -> anyhow::Result<ztun_helper::control::xpc::XpcServer> {
+    use anyhow::Context as _;
+    use ztun_helper::control::xpc::{CodePolicy, XpcServer};
+    use ztun_xpc::macos::PeerRequirement;
+
+    let policy = CodePolicy::for_this_helper(configured).map_err(anyhow::Error::msg)?;
+    let name = admins.name.clone();
+    let server = XpcServer::start(
+        tokio::runtime::Handle::current(),
+        handler,
+        admins,
+        policy.clone(),
+    )
+    .context("cannot start the XPC listener")?;
+    match (&policy, server.enforcement()) {
+        (CodePolicy::Require(r), Some(PeerRequirement::Enforced)) => {
+            tracing::info!(
+                "XPC clients must satisfy {} (libxpc and the helper check)",
+                r.text()
+            );
+        }
+        (CodePolicy::Require(r), _) => tracing::info!(
+            "XPC clients must satisfy {} (the helper checks; libxpc cannot before macOS 12)",
+            r.text()
+        ),
+        (CodePolicy::Unchecked, _) => tracing::warn!(
+            "this helper is not signed with a Developer ID: XPC clients' code is not checked, \
+             only their users (a development build)"
+        ),
+    }
+    tracing::info!(
+        "serving XPC service {} (admin group {name})",
+        ztun_proto::service::MACH_SERVICE
+    );
+    Ok(server)
 }

@@ -126,9 +126,10 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A flag. The wire form is int64 0/1 (the published `xpc-connection`
-    /// client has no bool); a real bool is accepted too, so a Swift app using
-    /// `xpc_dictionary_set_bool` is understood.
+    /// A flag. The wire form is int64 0/1 (the schema was pinned when the
+    /// client was to be `xpc-connection`, which has no bool); a real bool is
+    /// accepted too, so a Swift app using `xpc_dictionary_set_bool` is
+    /// understood.
     pub(crate) fn opt_flag(&self, key: &str) -> Result<Option<bool>, DecodeError> {
         match self.get(key) {
             None => Ok(None),

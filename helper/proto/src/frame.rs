@@ -24,7 +24,12 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_VALUES: usize = 1 << 16;
 /// Most string and data bytes a message may expand to, for the same reason.
 pub const MAX_EXPANDED_BYTES: usize = 4 * MAX_FRAME_LEN;
-// The refusal messages in `decode_body` spell these numbers out.
+/// Why a message past each bound is refused: these words end the error,
+/// whichever transport (a frame here, an XPC tree in `ztun-xpc`) carried it.
+pub const REFUSED_DEPTH: &str = "nested deeper than 16 levels";
+pub const REFUSED_VALUES: &str = "more than 65536 values";
+pub const REFUSED_BYTES: &str = "more than 4 MiB of strings and data";
+// The refusal messages spell these numbers out.
 const _: () = assert!(MAX_DEPTH == 16 && MAX_VALUES == 65_536 && MAX_EXPANDED_BYTES == 4 << 20);
 /// Every binary plist starts with this magic (CFBinaryPList.c).
 const BPLIST_MAGIC: &[u8; 8] = b"bplist00";
@@ -79,11 +84,11 @@ pub fn decode_body(body: &[u8]) -> Result<Value, FrameError> {
                 values += 1;
             }
             refused = if depth > MAX_DEPTH {
-                Some("nested deeper than 16 levels")
+                Some(REFUSED_DEPTH)
             } else if values > MAX_VALUES {
-                Some("more than 65536 values")
+                Some(REFUSED_VALUES)
             } else if bytes > MAX_EXPANDED_BYTES {
-                Some("more than 4 MiB of strings and data")
+                Some(REFUSED_BYTES)
             } else {
                 None
             };

@@ -6,8 +6,8 @@
 //! does no I/O and knows nothing of sockets, XPC or tunnels.
 //!
 //! The dictionary form uses only strings, int64, arrays, dictionaries and
-//! data, because the published `xpc-connection` client cannot carry bool or
-//! uint64: flags are int64 0/1 (a real bool is accepted on input).
+//! data: flags are int64 0/1 (a real bool is accepted on input), so a client
+//! reads every number of a reply with one getter (`xpc_dictionary_get_int64`).
 
 mod error;
 mod fields;
@@ -56,6 +56,9 @@ pub mod service {
     pub const LINUX_UNIT: &str = "ztun-helper.service";
     /// Where the .deb puts the unit (Debian 12 packages ship units in /lib).
     pub const LINUX_UNIT_DIR: &str = "/lib/systemd/system";
+    /// The code-signing identifier of the ztun menu-bar app, which a signed
+    /// helper answers over XPC by default beside ztunctl.
+    pub const MACOS_MENU_BAR_SIGNING_ID: &str = "com.ztun.menubar";
 }
 
 /// Where the helper listens for Unix-socket clients by default. On macOS

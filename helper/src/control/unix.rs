@@ -26,7 +26,7 @@ use ztun_proto::frame::{self, HEADER_LEN};
 use ztun_proto::plist::Value;
 use ztun_proto::{ErrorCode, ErrorReply, Event, Response};
 
-use super::{answer, event_matches, AdminGroup, After, Handler, Peer};
+use super::{answer, watch_step, AdminGroup, After, Handler, Peer, WatchStep};
 
 /// Time allowed between a frame's first byte and its last.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -197,6 +197,7 @@ async fn serve<H: Handler>(
     handler: &H,
     admins: &AdminGroup,
 ) -> io::Result<()> {
+    let caller = admins.caller(&peer);
     loop {
         let message = match read_message(&mut stream).await {
             Ok(Some(m)) => m,
@@ -210,7 +211,7 @@ async fn serve<H: Handler>(
                 return Err(e);
             }
         };
-        let (response, after) = answer(handler, admins, &peer, &message).await;
+        let (response, after) = answer(handler, admins, &caller, &message).await;
         send(&mut stream, &response.to_value()).await?;
         if let After::Watch(name, events) = after {
             return stream_events(stream, name, events).await;
@@ -262,23 +263,16 @@ async fn stream_events(
 ) -> io::Result<()> {
     let mut probe = [0_u8; 1];
     loop {
-        let event = tokio::select! {
+        let received = tokio::select! {
             // Anything from the client (or EOF) ends the stream: a watch
             // connection carries no further requests.
             _ = stream.read(&mut probe) => return Ok(()),
             e = events.recv() => e,
         };
-        let event = match event {
-            Ok(e) if event_matches(&e, name.as_ref()) => e,
-            Ok(_) => continue,
-            Err(broadcast::error::RecvError::Lagged(missed)) => Event::Error {
-                name: name.clone(),
-                message: format!(
-                    "this watcher fell behind and missed {missed} events; run status to resync"
-                ),
-            },
-            Err(broadcast::error::RecvError::Closed) => return Ok(()),
-        };
-        send(&mut stream, &event.to_value()).await?;
+        match watch_step(received, name.as_ref()) {
+            WatchStep::Send(event) => send(&mut stream, &event.to_value()).await?,
+            WatchStep::Skip => {}
+            WatchStep::End => return Ok(()),
+        }
     }
 }

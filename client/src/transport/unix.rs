@@ -10,28 +10,27 @@ use std::time::Duration;
 use ztun_proto::frame::{self, HEADER_LEN};
 use ztun_proto::plist::Value;
 
+use super::Endpoint;
 use crate::ClientError;
 
 #[derive(Debug)]
-pub struct Connection {
+pub(super) struct Connection {
     stream: UnixStream,
     path: PathBuf,
     timeout: Duration,
 }
 
 impl Connection {
-    pub fn connect(path: &Path, timeout: Duration) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(path).map_err(|source| ClientError::Unreachable {
-            path: path.to_owned(),
+    pub(super) fn connect(path: &Path, timeout: Duration) -> Result<Self, ClientError> {
+        let unreachable = |source| ClientError::Unreachable {
+            endpoint: Endpoint::Unix(path.to_owned()),
             source,
-        })?;
+        };
+        let stream = UnixStream::connect(path).map_err(unreachable)?;
         stream
             .set_write_timeout(Some(timeout))
             .and_then(|()| stream.set_read_timeout(Some(timeout)))
-            .map_err(|source| ClientError::Unreachable {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(unreachable)?;
         Ok(Self {
             stream,
             path: path.to_owned(),
@@ -39,7 +38,7 @@ impl Connection {
         })
     }
 
-    pub fn send(&mut self, message: &Value) -> Result<(), ClientError> {
+    pub(super) fn send(&mut self, message: &Value) -> Result<(), ClientError> {
         let mut bytes = Vec::new();
         frame::encode(message, &mut bytes)
             .map_err(|e| ClientError::Protocol(format!("cannot encode the request: {e}")))?;
@@ -48,7 +47,7 @@ impl Connection {
 
     /// Reads one whole message. With `wait_forever` (a `watch` stream) there
     /// is no deadline between messages.
-    pub fn receive(&mut self, wait_forever: bool) -> Result<Value, ClientError> {
+    pub(super) fn receive(&mut self, wait_forever: bool) -> Result<Value, ClientError> {
         let deadline = if wait_forever {
             None
         } else {
@@ -79,11 +78,11 @@ impl Connection {
     fn lost(&self, e: io::Error) -> ClientError {
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
-                path: self.path.clone(),
+                endpoint: Endpoint::Unix(self.path.clone()),
                 after: self.timeout,
             },
             _ => ClientError::Lost {
-                path: self.path.clone(),
+                endpoint: Endpoint::Unix(self.path.clone()),
                 source: e,
             },
         }
