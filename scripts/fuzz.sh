@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(control_frame engine_packet rtmsg_decode)
+[ ${#targets[@]} -gt 0 ] || targets=(control_frame engine_packet rtmsg_decode xpc_bridge)
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal >&2
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked >&2
@@ -78,6 +78,25 @@ def msg(kind, flags, addrs, sockaddrs, errno=0, pid=0, seq=1):
 add = msg(1, 0x801, 0x7, [sin([203, 0, 113, 0]), sdl(9), sin([255, 255, 255, 0])])
 reply = msg(4, 0x841, 0x17, [sin([203, 0, 113, 0]), sdl(9), sin([255, 255, 255, 0]), sdl(9, b"utun4")], pid=42, seq=7)
 (out / "add").write_bytes(add); (out / "get-reply").write_bytes(reply); (out / "batch").write_bytes(add + reply)
+PY
+      ;;
+    xpc_bridge)
+      # Seeds: object trees in the target's own encoding (a tag byte: low
+      # nibble the type, high nibble a count; see fuzz_targets/xpc_bridge.rs):
+      # a status request, a watch request, and one carrying a file descriptor.
+      python3 - "$dir" <<'PY'
+import pathlib, struct, sys
+out = pathlib.Path(sys.argv[1])
+def s(text):
+    b = text.encode(); b += b"\0" * (-len(b) % 3)  # strings come in 3-byte units
+    return bytes([(len(b) // 3) << 4 | 2]) + b
+def i64(n): return bytes([3]) + struct.pack("<q", n)
+def d(*kv): return bytes([len(kv) << 4 | 0]) + b"".join(bytes([len(k)]) + k.encode() + v for k, v in kv)
+fd = bytes([10 << 4 | 8])  # Unsupported(XpcType::ALL[10]): a file descriptor
+for name, data in [("status", d(("v", i64(1)), ("op", s("status")))),
+                   ("watch", d(("v", i64(1)), ("op", s("watch")), ("name", s("work")))),
+                   ("fd", d(("v", i64(1)), ("op", s("status")), ("fd", fd)))]:
+    (out / name).write_bytes(data)
 PY
       ;;
   esac
