@@ -80,6 +80,8 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+// Each flag is a command-line switch, one to one.
+#[allow(clippy::struct_excessive_bools)]
 pub struct UpArgs {
     /// Name of the tunnel (letters, digits, '-', '_').
     #[arg(long, default_value = "default", value_parser = parse_from_str::<TunnelName>)]
@@ -114,6 +116,13 @@ pub struct UpArgs {
     /// With --full: a destination kept outside the tunnel (repeatable).
     #[arg(long = "exclude", value_name = "CIDR", value_parser = ztun_proto::parse_route)]
     pub exclude: Vec<IpNet>,
+
+    /// With --full and no --ipv6: let IPv6 bypass the tunnel. By default it
+    /// is routed into the tunnel and refused there (RST, ICMPv6
+    /// unreachable), so applications fall back to IPv4 at once instead of
+    /// leaking around the proxy.
+    #[arg(long)]
+    pub allow_ipv6_leak: bool,
 
     /// Where flows go: direct, or socks5://[user:pass@]host:port.
     #[arg(long, default_value = "direct", value_name = "URL", value_parser = parse_from_str::<Upstream>)]

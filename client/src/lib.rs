@@ -138,6 +138,7 @@ pub fn request_for(command: &Command) -> Result<Request, ClientError> {
                 routes: a.routes.clone(),
                 full: a.full,
                 exclude: a.exclude.clone(),
+                allow_ipv6_leak: a.allow_ipv6_leak,
                 upstream: a.upstream.clone(),
                 dns_over_tcp: a.dns_over_tcp,
                 icmp: a.icmp,

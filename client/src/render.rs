@@ -10,7 +10,12 @@ use ztun_proto::{DecodeError, Event, InstalledRoute, RouteChange, TunnelStatus, 
 pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
     let s = &t.spec;
     let mut out = String::new();
-    let mode = if s.full { "full tunnel" } else { "target-only" };
+    let mode = match (s.full, s.blocks_ipv6(), s.allow_ipv6_leak) {
+        (false, ..) => "target-only",
+        (true, true, _) => "full tunnel, IPv6 refused",
+        (true, false, true) => "full tunnel, IPv6 outside",
+        (true, false, false) => "full tunnel",
+    };
     let _ = writeln!(
         out,
         "{}  {}  {}  {} --> {}  mtu {}  {mode}",

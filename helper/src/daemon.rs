@@ -742,6 +742,14 @@ fn engine_config(spec: &TunnelSpec) -> EngineConfig {
         // can widen them while the tunnel runs, so the engine takes every
         // destination it is given.
         routed: Vec::<IpCidr>::new(),
+        // The IPv6 leak guard: refused at once, so applications fall back
+        // to IPv4 instead of waiting (the routes exist only where the
+        // network has IPv6).
+        reject: if spec.blocks_ipv6() {
+            vec![IpCidr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 0)]
+        } else {
+            Vec::new()
+        },
         echo: match spec.icmp {
             EchoPolicy::Reply => ztun_engine::EchoPolicy::Reply,
             EchoPolicy::Forward => ztun_engine::EchoPolicy::Forward,

@@ -114,6 +114,9 @@ pub fn plan(
         dst,
         target,
     };
+    // The IPv6 leak guard: full mode without IPv6 in the tunnel still
+    // captures IPv6, to refuse it, wherever the network has IPv6 to leak to.
+    let guard = spec.blocks_ipv6() && physical.is_some_and(|p| p.v6.is_some());
     let mut routes = Vec::new();
     if spec.full {
         let exclusions = spec
@@ -126,9 +129,10 @@ pub fn plan(
                 IpNet::V4(_) => ("IPv4", physical.and_then(|p| p.v4)),
                 IpNet::V6(_) => ("IPv6", physical.and_then(|p| p.v6)),
             };
-            // An IPv6 exclusion in an IPv4-only tunnel needs no route: IPv6
-            // does not enter the tunnel in the first place.
-            if dst.addr().is_ipv6() && spec.ipv6.is_none() {
+            // An IPv6 exclusion needs a route only when IPv6 enters the
+            // tunnel: with `ipv6`, or the leak guard on a network that has
+            // IPv6 at all.
+            if dst.addr().is_ipv6() && spec.ipv6.is_none() && !guard {
                 continue;
             }
             let (Some(via), Some(p)) = (via, physical) else {
@@ -149,7 +153,7 @@ pub fn plan(
     };
     let wanted = spec
         .full
-        .then(|| full_tunnel_halves(spec.ipv6.is_some()))
+        .then(|| full_tunnel_halves(spec.ipv6.is_some() || guard))
         .into_iter()
         .flatten();
     for dst in wanted.chain(spec.routes.iter().copied()) {
@@ -445,8 +449,42 @@ mod tests {
                 "203.0.113.10/32 -> en0 via 192.0.2.1",
                 "0.0.0.0/1 -> utun4",
                 "128.0.0.0/1 -> utun4",
+                // The IPv6 leak guard: captured to be refused, not relayed.
+                "::/1 -> utun4",
+                "8000::/1 -> utun4",
             ]
         );
+    }
+
+    #[test]
+    fn allowing_the_ipv6_leak_leaves_ipv6_outside_and_its_exclusions_unrouted() {
+        let s = spec(|s| {
+            s.full = true;
+            s.allow_ipv6_leak = true;
+            s.exclude = vec!["2001:db8:1::/48".parse().unwrap()];
+        });
+        let routes = plan(&s, "utun4", Some(&wifi()), &[]).unwrap();
+        assert_eq!(
+            show(&routes),
+            ["0.0.0.0/1 -> utun4", "128.0.0.0/1 -> utun4"]
+        );
+    }
+
+    #[test]
+    fn the_ipv6_guard_routes_nothing_where_the_network_has_no_ipv6() {
+        let s = spec(|s| {
+            s.full = true;
+            s.exclude = vec!["2001:db8:1::/48".parse().unwrap()];
+        });
+        let v4_only = PhysicalGateway { v6: None, ..wifi() };
+        let routes = plan(&s, "utun4", Some(&v4_only), &[]).unwrap();
+        assert_eq!(
+            show(&routes),
+            ["0.0.0.0/1 -> utun4", "128.0.0.0/1 -> utun4"]
+        );
+        // With IPv6 on the network, the IPv6 exclusion is pinned outside.
+        let routes = plan(&s, "utun4", Some(&wifi()), &[]).unwrap();
+        assert_eq!(show(&routes)[0], "2001:db8:1::/48 -> en0 via 2001:db8::1");
     }
 
     #[test]
@@ -489,6 +527,7 @@ mod tests {
             s.full = true;
             s.routes = vec!["0.0.0.0/1".parse().unwrap()];
             s.exclude = vec!["203.0.113.10/32".parse().unwrap()];
+            s.allow_ipv6_leak = true;
         });
         let routes = plan(
             &s,

@@ -676,6 +676,82 @@ fn a_route_deleted_behind_the_helpers_back_comes_back_by_itself() {
 }
 
 #[test]
+fn full_mode_without_ipv6_refuses_ipv6_at_once_instead_of_leaking_it() {
+    if !can_run("full_mode_without_ipv6_refuses_ipv6_at_once_instead_of_leaking_it") {
+        return;
+    }
+    let t = Topology::new("v6guard").unwrap();
+    let server = "import socket\ns = socket.socket(socket.AF_INET6)\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  s.bind(('2001:db8:5::5', 7000))\ns.listen()\nwhile True:\n    c, a = s.accept()\n    c.sendall(b'direct')\n    c.close()\n";
+    let _tcp = t.server.spawn("python3", &["-c", server]).unwrap();
+    // What an application sees: the outcome of a TCP connect and a UDP
+    // send/recv to the IPv6 server, with the time each took.
+    let probe = "import socket, time\nt0 = time.monotonic()\n\
+                 try:\n    s = socket.create_connection(('2001:db8:5::5', 7000), timeout=3); out = s.recv(10).decode()\n\
+                 except OSError as e:\n    out = type(e).__name__\nprint(out, round(time.monotonic() - t0, 3))\n\
+                 u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(3); t0 = time.monotonic()\n\
+                 try:\n    u.connect(('2001:db8:5::5', 53)); u.send(b'q'); u.recv(10); out = 'answered'\n\
+                 except OSError as e:\n    out = type(e).__name__\nprint(out, round(time.monotonic() - t0, 3))\n";
+    let run = |t: &Topology| {
+        let out = stdout(&t.client.exec("python3", &["-c", probe]).unwrap());
+        out.lines()
+            .map(|l| {
+                let (what, secs) = l.split_once(' ').unwrap();
+                (what.to_owned(), secs.parse::<f64>().unwrap())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || run(&t)[0].0 == "direct"),
+        "IPv6 works without the tunnel"
+    );
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "all", "--full", "--icmp", "reply"])
+        .unwrap();
+    let routes = t.client_routes().unwrap();
+    assert!(
+        routes.contains("::/1 dev ztun0") && routes.contains("8000::/1 dev ztun0"),
+        "{routes}"
+    );
+    let status = t.ztunctl_ok(&["status", "all"]).unwrap();
+    assert!(status.contains("full tunnel, IPv6 refused"), "{status}");
+    let seen = run(&t);
+    assert_eq!(
+        seen[0].0, "ConnectionRefusedError",
+        "TCP over IPv6 is refused: {seen:?}"
+    );
+    assert_eq!(
+        seen[1].0, "PermissionError",
+        "UDP over IPv6 is prohibited (EACCES): {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(_, secs)| *secs < 0.5),
+        "refused at once: {seen:?}"
+    );
+    let json = status_json(&t, "all");
+    assert!(
+        json.contains("\"rejected\": "),
+        "counted as rejected: {json}"
+    );
+    t.ztunctl_ok(&["down", "all"]).unwrap();
+
+    // Opting out: IPv6 goes around the tunnel, as before.
+    t.ztunctl_ok(&[
+        "up",
+        "--name",
+        "all",
+        "--full",
+        "--icmp",
+        "reply",
+        "--allow-ipv6-leak",
+    ])
+    .unwrap();
+    assert!(!t.client_routes().unwrap().contains("::/1 dev ztun0"));
+    assert_eq!(run(&t)[0].0, "direct");
+    t.ztunctl_ok(&["down", "all"]).unwrap();
+}
+
+#[test]
 fn full_tunnel_mode_carries_everything_without_looping() {
     if !can_run("full_tunnel_mode_carries_everything_without_looping") {
         return;

@@ -3,9 +3,10 @@
 //! clock and knows no OS; the daemon moves bytes and timers.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::IpAddress;
 
 use crate::queue::TxQueue;
 use crate::tcp::TcpStack;
@@ -120,6 +121,17 @@ impl Engine {
                 return;
             }
         };
+        if self.rejects(&inbound) {
+            self.counters.drop_packet(DropReason::Rejected);
+            match inbound {
+                Inbound::Tcp { ip, .. } => self.tcp.refuse(ip, self.now, &mut self.tx),
+                Inbound::Udp { src, dst, .. } => {
+                    let _ = self.queue_unreachable(src, dst, Unreachable::Prohibited);
+                }
+                Inbound::EchoRequest { .. } => {}
+            }
+            return;
+        }
         match inbound {
             Inbound::Tcp { ip, src, dst, syn } => {
                 let next_flow = &mut self.next_flow;
@@ -225,6 +237,35 @@ impl Engine {
         )
     }
 
+    fn rejects(&self, inbound: &Inbound<'_>) -> bool {
+        if self.config.reject.is_empty() {
+            return false;
+        }
+        let dst: IpAddr = match inbound {
+            Inbound::Tcp { dst, .. } | Inbound::Udp { dst, .. } => dst.ip(),
+            Inbound::EchoRequest { dst, .. } => *dst,
+        };
+        let dst = IpAddress::from(dst);
+        self.config.reject.iter().any(|c| c.contains_addr(&dst))
+    }
+
+    fn queue_unreachable(
+        &mut self,
+        client: SocketAddr,
+        dst: SocketAddr,
+        why: Unreachable,
+    ) -> Result<(), FlowError> {
+        if self.tx.is_full() {
+            self.tx.overflowed += 1;
+            return Err(FlowError::QueueFull);
+        }
+        let len = wire::unreachable_len(client);
+        self.tx.push_with(len, |buf| {
+            wire::emit_unreachable(buf, why, client, dst);
+        });
+        Ok(())
+    }
+
     /// Tell the client of UDP mapping `flow` that its destination cannot be
     /// reached, with an ICMP (`ICMPv6`) destination unreachable from the
     /// destination quoting the mapping's addresses and ports, so the
@@ -232,15 +273,7 @@ impl Engine {
     /// instead of waiting for a timeout.
     pub fn udp_unreachable(&mut self, flow: FlowId, why: Unreachable) -> Result<(), FlowError> {
         let mapping = self.udp.get(flow).ok_or(FlowError::UnknownFlow(flow))?;
-        if self.tx.is_full() {
-            self.tx.overflowed += 1;
-            return Err(FlowError::QueueFull);
-        }
-        let len = wire::unreachable_len(mapping.src);
-        self.tx.push_with(len, |buf| {
-            wire::emit_unreachable(buf, why, mapping.src, mapping.dst);
-        });
-        Ok(())
+        self.queue_unreachable(mapping.src, mapping.dst, why)
     }
 
     /// Send a datagram to the client of UDP mapping `flow`, from the

@@ -194,6 +194,18 @@ impl TcpStack {
         self.refresh_timer(id, now);
     }
 
+    /// Answers a segment that must not open or reach a flow: fed to the
+    /// empty socket set, smoltcp replies with a RST (none to a RST).
+    pub(crate) fn refuse(&mut self, ip: &[u8], now: Instant, tx: &mut TxQueue) {
+        let mut port = TunPort {
+            rx: Some(ip),
+            tx,
+            mtu: self.mtu,
+        };
+        self.iface
+            .poll_ingress_single(now, &mut port, &mut self.empty);
+    }
+
     fn open(&mut self, id: FlowId, src: SocketAddr, dst: SocketAddr, now: Instant) {
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; self.rx_buffer]),

@@ -10,6 +10,10 @@ use smoltcp::wire::IpCidr;
 /// ICMP (`ICMPv6`) destination-unreachable message: what a router or the
 /// destination host would have said without the tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Linux reports only some codes to a UDP socket without `IP_RECVERR` (the
+/// "fatal" ones: port unreachable, administratively prohibited); the host
+/// unreachable codes reach the application only if it asked for errors.
 pub enum Unreachable {
     /// Nothing listens on the port (ICMP 3/3, `ICMPv6` 1/4).
     Port,
@@ -42,6 +46,12 @@ pub struct EngineConfig {
     pub mtu: usize,
     /// Destinations the engine terminates. Empty means every destination.
     pub routed: Vec<IpCidr>,
+    /// Destinations refused at once instead: a TCP segment gets a RST, a
+    /// UDP datagram an ICMP administratively prohibited, an echo request is
+    /// dropped; each is counted as [`DropReason::Rejected`]. Full-tunnel
+    /// mode without IPv6 routes IPv6 here so it neither leaks nor hangs:
+    /// applications fall back to IPv4 at once. Default empty.
+    pub reject: Vec<IpCidr>,
     /// ICMP echo handling.
     pub echo: EchoPolicy,
     /// Maximum concurrent TCP flows (sockets in any state, TIME-WAIT included).
@@ -84,6 +94,7 @@ impl Default for EngineConfig {
         Self {
             mtu: 1500,
             routed: Vec::new(),
+            reject: Vec::new(),
             echo: EchoPolicy::Reply,
             max_tcp_flows: 10_000,
             tcp_rx_buffer: 8 * 1024,
@@ -269,11 +280,14 @@ pub enum DropReason {
     TcpFlowLimit,
     /// The outbound queue was full; the generated packet was discarded.
     TxQueueFull,
+    /// The destination is in [`EngineConfig::reject`]; refused with a RST
+    /// or an ICMP unreachable.
+    Rejected,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
     /// Every reason, in counter order.
     pub const ALL: [Self; Self::COUNT] = [
         Self::Truncated,
@@ -295,6 +309,7 @@ impl DropReason {
         Self::UdpTableFull,
         Self::TcpFlowLimit,
         Self::TxQueueFull,
+        Self::Rejected,
     ];
 
     /// Stable snake-case name, for status output.
@@ -319,6 +334,7 @@ impl DropReason {
             Self::UdpTableFull => "udp_table_full",
             Self::TcpFlowLimit => "tcp_flow_limit",
             Self::TxQueueFull => "tx_queue_full",
+            Self::Rejected => "rejected",
         }
     }
 

@@ -355,6 +355,60 @@ fn replies_beyond_the_outbound_queue_are_tx_queue_full() {
 }
 
 #[test]
+fn rejected_destinations_get_a_rst_or_an_unreachable_and_open_nothing() {
+    let mut e = engine_with(EngineConfig {
+        reject: vec!["203.0.113.0/24".parse().unwrap(), "::/0".parse().unwrap()],
+        ..EngineConfig::default()
+    });
+    // TCP: a RST from the destination, and no flow.
+    let syn = tcp_packet(CLIENT_V4, SERVER_V4, 40000, 443, 1000, 0, SYN, &[], &[]);
+    e.handle_packet(&syn, Instant::ZERO);
+    let out = drain_packets(&mut e, Instant::ZERO);
+    assert_eq!(out.len(), 1);
+    let rst = check_packet(&out[0]);
+    assert_eq!(
+        (rst.src, rst.dst, rst.proto),
+        (SERVER_V4.into(), CLIENT_V4.into(), 6)
+    );
+    assert_eq!(rst.payload[13] & 0x04, 0x04, "RST flag");
+    assert_eq!(
+        &rst.payload[8..12],
+        &1001_u32.to_be_bytes(),
+        "acknowledges the SYN"
+    );
+    // UDP over IPv6: ICMPv6 administratively prohibited (1/1), which a
+    // socket reports at once (EACCES), quoting the datagram.
+    let udp = udp_packet(CLIENT_V6.into(), SERVER_V6.into(), 5353, 53, b"q");
+    e.handle_packet(&udp, Instant::ZERO);
+    let out = drain_packets(&mut e, Instant::ZERO);
+    let icmp = check_packet(&out[0]);
+    assert_eq!(
+        (icmp.src, icmp.dst, icmp.proto),
+        (SERVER_V6.into(), CLIENT_V6.into(), 58)
+    );
+    assert_eq!(&icmp.payload[..2], [1, 1]);
+    // An echo request is dropped without an answer.
+    e.handle_packet(
+        &icmpv4_echo_request(CLIENT_V4, SERVER_V4, 1, 1, b"p"),
+        Instant::ZERO,
+    );
+    assert!(drain_packets(&mut e, Instant::ZERO).is_empty());
+    assert!(
+        drain_events(&mut e).is_empty(),
+        "nothing reached the daemon"
+    );
+    assert_eq!(e.counters().drops(DropReason::Rejected), 3);
+    assert_eq!((e.tcp_flow_count(), e.udp_mapping_count()), (0, 0));
+    // Destinations outside the list are terminated as usual.
+    let other = Ipv4Addr::new(198, 51, 100, 9);
+    e.handle_packet(
+        &tcp_packet(CLIENT_V4, other, 40001, 443, 1, 0, SYN, &[], &[]),
+        Instant::ZERO,
+    );
+    assert_eq!(e.tcp_flow_count(), 1);
+}
+
+#[test]
 fn every_drop_reason_has_a_test_in_this_file() {
     // Reasons covered elsewhere: TcpFlowLimit (tests/tcp.rs), EchoPolicyDrop
     // and IcmpNotEcho (tests/icmp.rs).

@@ -181,6 +181,8 @@ impl fmt::Display for EchoPolicy {
 
 /// A tunnel as the user asks for it (the `up` request's `tunnel` dictionary).
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Each flag is a key of the wire dictionary, one to one.
+#[allow(clippy::struct_excessive_bools)]
 pub struct TunnelSpec {
     pub name: TunnelName,
     pub address: Ipv4Net,
@@ -193,6 +195,9 @@ pub struct TunnelSpec {
     pub full: bool,
     /// Kept outside the tunnel in full mode.
     pub exclude: Vec<IpNet>,
+    /// Full mode without `ipv6`: let IPv6 bypass the tunnel instead of
+    /// refusing it (the IPv6 leak guard is on by default).
+    pub allow_ipv6_leak: bool,
     pub upstream: Upstream,
     /// Relay DNS queries (UDP port 53) as DNS over TCP through CONNECT, for
     /// SOCKS5 servers without UDP ASSOCIATE.
@@ -214,6 +219,7 @@ impl TunnelSpec {
             routes: Vec::new(),
             full: false,
             exclude: Vec::new(),
+            allow_ipv6_leak: false,
             upstream: Upstream::Direct,
             dns_over_tcp: false,
             icmp: EchoPolicy::default(),
@@ -262,6 +268,12 @@ impl TunnelSpec {
                 "exclusions apply only in full-tunnel mode (full = 1, ztunctl up --full)",
             ));
         }
+        if self.allow_ipv6_leak && !self.full {
+            return Err(f.invalid(
+                "allow_ipv6_leak",
+                "the IPv6 leak guard exists only in full-tunnel mode (full = 1, ztunctl up --full)",
+            ));
+        }
         if self.dns_over_tcp && !matches!(self.upstream, Upstream::Socks5(_)) {
             return Err(f.invalid(
                 "dns_over_tcp",
@@ -305,6 +317,7 @@ impl TunnelSpec {
         spec.routes = f.str_list("routes", parse_route)?;
         spec.full = f.opt_flag("full")?.unwrap_or(false);
         spec.exclude = f.str_list("exclude", parse_route)?;
+        spec.allow_ipv6_leak = f.opt_flag("allow_ipv6_leak")?.unwrap_or(false);
         if let Some(u) = f.opt_parsed("upstream", str::parse)? {
             spec.upstream = u;
         }
@@ -329,6 +342,7 @@ impl TunnelSpec {
             .strings("routes", &self.routes)
             .flag("full", self.full)
             .strings("exclude", &self.exclude)
+            .flag("allow_ipv6_leak", self.allow_ipv6_leak)
             .set("upstream", upstream)
             .flag("dns_over_tcp", self.dns_over_tcp)
             .set("icmp", self.icmp.as_str())
@@ -338,6 +352,13 @@ impl TunnelSpec {
     /// The wire form, credentials included (an `up` request).
     pub fn to_value(&self) -> Value {
         self.fields(self.upstream.to_url()).build()
+    }
+
+    /// Full mode without IPv6 in the tunnel, unless the user allowed the
+    /// leak: IPv6 is routed into the tunnel and refused there, so it
+    /// neither bypasses the tunnel nor hangs.
+    pub fn blocks_ipv6(&self) -> bool {
+        self.full && self.ipv6.is_none() && !self.allow_ipv6_leak
     }
 }
 

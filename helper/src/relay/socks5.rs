@@ -205,17 +205,15 @@ impl Socks5Error {
         !matches!(self, Socks5Error::Refused(_))
     }
 
-    /// What a UDP client is told when its flow fails for this reason, as
-    /// a router would tell it without the tunnel.
+    /// What a UDP client is told when its flow fails for this reason: port
+    /// unreachable when the destination refused, otherwise administratively
+    /// prohibited (the proxy could not or would not carry it). Both are
+    /// codes a socket reports at once; host unreachable would be truer for
+    /// some replies, but Linux shows it only to sockets that ask for errors.
     pub fn unreachable(&self) -> ztun_engine::Unreachable {
-        use ztun_engine::Unreachable::{Host, Port, Prohibited};
         match self {
-            Socks5Error::Refused(ReplyCode::ConnectionRefused) => Port,
-            Socks5Error::Refused(
-                ReplyCode::HostUnreachable | ReplyCode::NetworkUnreachable | ReplyCode::TtlExpired,
-            )
-            | Socks5Error::Io(_) => Host,
-            _ => Prohibited,
+            Socks5Error::Refused(ReplyCode::ConnectionRefused) => ztun_engine::Unreachable::Port,
+            _ => ztun_engine::Unreachable::Prohibited,
         }
     }
 
