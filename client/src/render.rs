@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ztun_proto::{DecodeError, Event, InstalledRoute, RouteChange, TunnelStatus, UpstreamHealth};
+use ztun_proto::{
+    DecodeError, Event, InstalledRoute, NetworkCause, RouteChange, TunnelStatus, UpstreamHealth,
+};
 
 /// One tunnel as a block of aligned lines.
 pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
@@ -25,6 +27,15 @@ pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
         let _ = writeln!(out, "  ipv6      {v6}");
     }
     let _ = writeln!(out, "  since     {}", since(t.since, now));
+    match (&t.physical, t.physical_gateway) {
+        (Some(i), Some(g)) => {
+            let _ = writeln!(out, "  physical  {i} via {g}");
+        }
+        (Some(i), None) => {
+            let _ = writeln!(out, "  physical  {i}");
+        }
+        (None, _) => {}
+    }
     let dns = if s.dns_over_tcp {
         "    dns over tcp"
     } else {
@@ -138,6 +149,22 @@ pub(crate) fn event(e: &Result<Event, DecodeError>, now: SystemTime) -> String {
             name: None,
             message,
         }) => format!("error: {message}"),
+        Ok(Event::Network {
+            cause,
+            interface,
+            gateway,
+        }) => {
+            let now = match (interface, gateway) {
+                (Some(i), Some(g)) => format!("{i} via {g}"),
+                (Some(i), None) => i.clone(),
+                (None, _) => "no physical network".to_owned(),
+            };
+            let why = match cause {
+                NetworkCause::Changed => "network changed",
+                NetworkCause::Woke => "woke from sleep",
+            };
+            format!("{why}: now {now}; tunnels re-checked")
+        }
     };
     format!("{stamp}  {what}")
 }

@@ -22,9 +22,9 @@ use tokio::sync::{broadcast, Mutex};
 use tokio::task::JoinHandle;
 use ztun_engine::{EngineConfig, IpCidr};
 use ztun_proto::{
-    DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Host, InstalledRoute, Reply, Request,
-    RouteChange, Socks5Upstream, TunnelName, TunnelSpec, TunnelState, TunnelStatus, Upstream,
-    PROTOCOL_VERSION,
+    DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Host, InstalledRoute, NetworkCause,
+    Reply, Request, RouteChange, Socks5Upstream, TunnelName, TunnelSpec, TunnelState, TunnelStatus,
+    Upstream, PROTOCOL_VERSION,
 };
 
 use crate::control::Handler;
@@ -59,6 +59,11 @@ impl Tunnel {
         let mut spec = self.spec.clone();
         spec.upstream = spec.upstream.redacted();
         let upstream_health = self.relay.socks().map(|s| s.health.snapshot());
+        let physical = self
+            .physical
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let upstream_down = upstream_health.as_ref().is_some_and(|h| !h.reachable);
         TunnelStatus {
             spec,
@@ -76,12 +81,16 @@ impl Tunnel {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             upstream_health,
+            physical_gateway: physical.as_ref().and_then(|p| p.v4.or(p.v6)),
+            physical: physical.map(|p| p.interface),
             since: self.since,
         }
     }
 }
 
 struct State {
+    /// The physical network as last seen, to tell a change from a repeat.
+    physical: Option<PhysicalGateway>,
     ledger: RouteLedger,
     desired: DesiredTunnels,
     tunnels: BTreeMap<TunnelName, Tunnel>,
@@ -149,9 +158,11 @@ impl<P: Platform> Daemon<P> {
             ),
         }
         let restore = desired.specs().to_vec();
+        let physical = platform.physical_gateway().await.unwrap_or_default();
         let daemon = Self {
             platform,
             state: Mutex::new(State {
+                physical,
                 ledger,
                 desired,
                 tunnels: BTreeMap::new(),
@@ -507,24 +518,53 @@ impl<P: Platform> Daemon<P> {
     /// each burst settles, every tunnel's routes are read again and the ones
     /// that vanished or moved (an interface went down, someone ran `route
     /// delete`, a network switch) are installed again.
+    ///
+    /// Waking from sleep counts as a change: the monitor may have missed
+    /// what happened while the machine slept.
     pub async fn follow_network(&self) {
         let mut changes = match self.platform.network_changes() {
-            Ok(rx) => rx,
+            Ok(rx) => Some(rx),
             Err(e) => {
                 tracing::warn!(
-                    "cannot watch the network, lost routes will not be re-installed: {e}"
+                    "cannot watch the network: lost routes are re-installed only after sleep: {e}"
                 );
-                return;
+                None
             }
         };
-        while changes.recv().await.is_some() {
+        let mut clocks = crate::wake::Clocks::now();
+        let mut tick = tokio::time::interval(crate::wake::PERIOD);
+        loop {
+            let cause = tokio::select! {
+                change = async {
+                    match changes.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if change.is_none() {
+                        changes = None;
+                        continue;
+                    }
+                    NetworkCause::Changed
+                }
+                _ = tick.tick() => {
+                    let now = crate::wake::Clocks::now();
+                    let slept = clocks.zip(now).and_then(|(a, b)| crate::wake::slept(a, b));
+                    clocks = now;
+                    let Some(slept) = slept else { continue };
+                    tracing::info!("woke after {} s asleep: re-checking the network", slept.as_secs());
+                    NetworkCause::Woke
+                }
+            };
             tokio::time::sleep(SETTLE).await;
-            while changes.try_recv().is_ok() {}
-            self.reassert().await;
+            if let Some(rx) = changes.as_mut() {
+                while rx.try_recv().is_ok() {}
+            }
+            self.reassert(cause).await;
         }
     }
 
-    async fn reassert(&self) {
+    async fn reassert(&self, cause: NetworkCause) {
         let physical = match self.platform.physical_gateway().await {
             Ok(p) => p,
             Err(e) => {
@@ -534,6 +574,22 @@ impl<P: Platform> Daemon<P> {
         };
         let mut state = self.state.lock().await;
         crate::fault::begin("reassert");
+        if cause == NetworkCause::Woke || state.physical != physical {
+            state.physical.clone_from(&physical);
+            self.emit(Event::Network {
+                cause,
+                interface: physical.as_ref().map(|p| p.interface.clone()),
+                gateway: physical.as_ref().and_then(|p| p.v4.or(p.v6)),
+            });
+            if cause == NetworkCause::Woke {
+                // The upstream may be gone or back; find out now, not at
+                // the next flow.
+                for tunnel in state.tunnels.values() {
+                    let relay = tunnel.relay.clone();
+                    tokio::spawn(async move { relay.probe().await });
+                }
+            }
+        }
         let State {
             ledger, tunnels, ..
         } = &mut *state;
@@ -1020,20 +1076,30 @@ mod tests {
             let mut events = d.subscribe();
             fake.set_physical(Some(wifi("203.0.113.1", "en1")));
             fake.network_changed();
-            let mut added = 0;
+            let (mut added, mut told) = (0, None);
             while added < 2 {
                 let event = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
                     .await
                     .unwrap()
                     .unwrap();
-                if let Event::Route {
-                    change: RouteChange::Added,
-                    ..
-                } = event
-                {
-                    added += 1;
+                match event {
+                    Event::Route {
+                        change: RouteChange::Added,
+                        ..
+                    } => added += 1,
+                    Event::Network { .. } => told = Some(event),
+                    _ => {}
                 }
             }
+            assert_eq!(
+                told,
+                Some(Event::Network {
+                    cause: NetworkCause::Changed,
+                    interface: Some("en1".into()),
+                    gateway: Some("203.0.113.1".parse().unwrap()),
+                }),
+                "watchers are told what the network is now, before the routes move"
+            );
             let (tunnels, _) = status(&d).await;
             let mut now = shown(&tunnels[0]);
             now.sort();

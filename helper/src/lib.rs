@@ -13,3 +13,4 @@ pub mod relay;
 pub mod routes;
 pub mod state;
 pub mod tunnel;
+pub mod wake;

@@ -752,6 +752,121 @@ fn full_mode_without_ipv6_refuses_ipv6_at_once_instead_of_leaking_it() {
 }
 
 #[test]
+fn a_new_physical_link_and_gateway_are_followed_within_two_seconds() {
+    if !can_run("a_new_physical_link_and_gateway_are_followed_within_two_seconds") {
+        return;
+    }
+    let t = Topology::new("swap").unwrap();
+    // A second way out, as a Wi-Fi to Ethernet switch would bring: client
+    // veth-c2 198.18.200.1 <-> server veth-s2 198.18.200.2.
+    t.client
+        .ip(&[
+            "link",
+            "add",
+            "veth-c2",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-s2",
+            "netns",
+            t.server.name(),
+        ])
+        .unwrap();
+    t.client
+        .ip(&["addr", "add", "198.18.200.1/24", "dev", "veth-c2"])
+        .unwrap();
+    t.client.ip(&["link", "set", "veth-c2", "up"]).unwrap();
+    t.server
+        .ip(&["addr", "add", "198.18.200.2/24", "dev", "veth-s2"])
+        .unwrap();
+    t.server.ip(&["link", "set", "veth-s2", "up"]).unwrap();
+    let log = t.dir.join("http.log");
+    let dir = t.dir.to_str().unwrap().to_owned();
+    std::fs::write(t.dir.join("file"), vec![7_u8; 64 * 1024]).unwrap();
+    let _http = t
+        .server
+        .spawn(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "exec python3 -m http.server --bind {SERVER} 8080 --directory {dir} 2>{}",
+                    log.display()
+                ),
+            ],
+        )
+        .unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&[
+        "up",
+        "--name",
+        "all",
+        "--full",
+        "--exclude",
+        "203.0.113.200/32",
+        "--icmp",
+        "reply",
+    ])
+    .unwrap();
+    let url = format!("http://{SERVER}:8080/file");
+    let fetch = || {
+        t.client
+            .exec_unchecked("curl", &["-sf", "--max-time", "1", "-o", "/dev/null", &url])
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(
+        eventually(Duration::from_secs(10), fetch),
+        "works before the switch"
+    );
+    assert!(t
+        .ztunctl_ok(&["status", "all"])
+        .unwrap()
+        .contains("  physical  veth-c via 198.51.100.2\n"));
+
+    // The switch: the old link goes down, the default route moves.
+    t.client
+        .ip(&[
+            "route",
+            "replace",
+            "default",
+            "via",
+            "198.18.200.2",
+            "dev",
+            "veth-c2",
+        ])
+        .unwrap();
+    t.client.ip(&["link", "set", "veth-c", "down"]).unwrap();
+    let switched = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), fetch),
+        "new flows work after the switch"
+    );
+    let took = switched.elapsed();
+    eprintln!("new flows worked {took:?} after the switch");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    let status = t.ztunctl_ok(&["status", "all"]).unwrap();
+    assert!(
+        status.contains("  physical  veth-c2 via 198.18.200.2\n"),
+        "{status}"
+    );
+    let routes = t.client_routes().unwrap();
+    assert!(
+        routes.contains("203.0.113.200 via 198.18.200.2 dev veth-c2"),
+        "the exclusion moved to the new gateway: {routes}"
+    );
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        seen.lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("198.18.200.1 "),
+        "the helper's connection left through the new link: {seen}"
+    );
+}
+
+#[test]
 fn full_tunnel_mode_carries_everything_without_looping() {
     if !can_run("full_tunnel_mode_carries_everything_without_looping") {
         return;

@@ -18,7 +18,8 @@ mod upstream;
 
 pub use error::{DecodeError, ErrorCode};
 pub use message::{
-    DownTarget, ErrorReply, Event, Op, Reply, Request, Response, RouteChange, PROTOCOL_VERSION,
+    DownTarget, ErrorReply, Event, NetworkCause, Op, Reply, Request, Response, RouteChange,
+    PROTOCOL_VERSION,
 };
 pub use spec::{
     parse_address_v4, parse_address_v6, parse_peer, parse_route, Counters, EchoPolicy,

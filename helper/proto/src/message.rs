@@ -4,6 +4,7 @@
 //! `xpc_dictionary`s with the same keys.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::IpNet;
@@ -357,6 +358,39 @@ impl FromStr for RouteChange {
     }
 }
 
+/// Why the helper looked at the network again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkCause {
+    /// The physical interface or its gateway changed (a Wi-Fi switch, a new
+    /// DHCP lease, a cable).
+    Changed,
+    /// The machine woke from sleep.
+    Woke,
+}
+
+impl NetworkCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkCause::Changed => "changed",
+            NetworkCause::Woke => "woke",
+        }
+    }
+}
+
+impl FromStr for NetworkCause {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "changed" => Ok(NetworkCause::Changed),
+            "woke" => Ok(NetworkCause::Woke),
+            _ => Err(format!(
+                "\"{s}\" is not a network cause; use changed or woke"
+            )),
+        }
+    }
+}
+
 /// A message on a `watch` stream: `{"event": kind, …}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -377,6 +411,15 @@ pub enum Event {
         name: Option<TunnelName>,
         message: String,
     },
+    /// The helper re-checked the network (`"event": "network"`): the
+    /// physical interface and its gateway now (absent when there is no
+    /// physical network), after which every tunnel's sockets, exclusions
+    /// and routes were brought in line. Helper-wide.
+    Network {
+        cause: NetworkCause,
+        interface: Option<String>,
+        gateway: Option<IpAddr>,
+    },
 }
 
 impl Event {
@@ -386,6 +429,7 @@ impl Event {
             Event::Down { .. } => "down",
             Event::Route { .. } => "route",
             Event::Error { .. } => "error",
+            Event::Network { .. } => "network",
         }
     }
 
@@ -405,6 +449,14 @@ impl Event {
             Event::Error { name, message } => b
                 .set_opt("name", name.as_ref().map(ToString::to_string))
                 .set("message", message.clone()),
+            Event::Network {
+                cause,
+                interface,
+                gateway,
+            } => b
+                .set("cause", cause.as_str())
+                .set_opt("interface", interface.clone())
+                .set_opt("gateway", gateway.map(|g| g.to_string())),
         }
         .build()
     }
@@ -426,6 +478,13 @@ impl Event {
             "error" => Event::Error {
                 name: f.opt_parsed("name", str::parse)?,
                 message: f.str("message")?.to_owned(),
+            },
+            "network" => Event::Network {
+                cause: f.parsed("cause", str::parse)?,
+                interface: f.opt_str("interface")?.map(str::to_owned),
+                gateway: f.opt_parsed("gateway", |s| {
+                    s.parse::<IpAddr>().map_err(|e| e.to_string())
+                })?,
             },
             other => {
                 return Err(f.invalid(

@@ -612,6 +612,11 @@ pub struct TunnelStatus {
     pub counters: Counters,
     /// Present when the upstream is a SOCKS5 server.
     pub upstream_health: Option<UpstreamHealth>,
+    /// The physical interface the tunnel's own sockets leave through now,
+    /// and its gateway (the tunnel's exclusions leave through it): followed
+    /// across network changes and sleep.
+    pub physical: Option<String>,
+    pub physical_gateway: Option<IpAddr>,
     /// When the tunnel came up, in seconds since the Unix epoch.
     pub since: i64,
 }
@@ -641,6 +646,10 @@ impl TunnelStatus {
             routes,
             addresses,
             counters: Counters::decode(f.value("counters")?, &f.key("counters"))?,
+            physical: f.opt_str("physical")?.map(str::to_owned),
+            physical_gateway: f.opt_parsed("physical_gateway", |s| {
+                s.parse::<IpAddr>().map_err(|e| e.to_string())
+            })?,
             upstream_health: f
                 .opt_value("upstream_state")
                 .map(|v| UpstreamHealth::decode(v, &f.key("upstream_state")))
@@ -666,6 +675,11 @@ impl TunnelStatus {
                     .collect::<Vec<_>>(),
             )
             .set("counters", self.counters.to_value())
+            .set_opt("physical", self.physical.clone())
+            .set_opt(
+                "physical_gateway",
+                self.physical_gateway.map(|g| g.to_string()),
+            )
             .set_opt(
                 "upstream_state",
                 self.upstream_health.as_ref().map(UpstreamHealth::to_value),

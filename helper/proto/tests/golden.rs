@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use ztun_proto::plist::Value;
 use ztun_proto::{
     Counters, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, InstalledRoute,
-    InterfaceAddress, Op, Reply, Request, Response, RouteChange, TunnelSpec, TunnelState,
-    TunnelStatus, UpstreamHealth,
+    InterfaceAddress, NetworkCause, Op, Reply, Request, Response, RouteChange, TunnelSpec,
+    TunnelState, TunnelStatus, UpstreamHealth,
 };
 
 enum Message {
@@ -104,6 +104,8 @@ fn status() -> TunnelStatus {
             rate_out: 131_072,
             drops: BTreeMap::from([("bad_checksum".into(), 2), ("not_routed".into(), 5)]),
         },
+        physical: Some("en0".into()),
+        physical_gateway: Some("198.51.100.1".parse().unwrap()),
         upstream_health: Some(UpstreamHealth {
             reachable: true,
             last_error: Some("192.0.2.10:1080: connection refused".into()),
@@ -228,6 +230,14 @@ fn cases() -> Vec<(&'static str, Message)> {
                 message: "route 203.0.113.0/24 now resolves to en0, not utun4; re-installed".into(),
             }),
         ),
+        (
+            "event-network",
+            Message::Event(Event::Network {
+                cause: NetworkCause::Woke,
+                interface: Some("en0".into()),
+                gateway: Some("198.51.100.1".parse().unwrap()),
+            }),
+        ),
     ]
 }
 
@@ -280,7 +290,7 @@ fn every_op_and_event_kind_has_a_fixture() {
             "no request fixture for {op}"
         );
     }
-    for kind in ["tunnel", "down", "route", "error"] {
+    for kind in ["tunnel", "down", "route", "error", "network"] {
         assert!(
             cases
                 .iter()

@@ -130,6 +130,8 @@ pub fn event_matches(event: &Event, name: Option<&TunnelName>) -> bool {
         Event::Tunnel(t) => &t.spec.name == name,
         Event::Down { name: n } | Event::Route { name: n, .. } => n == name,
         Event::Error { name: n, .. } => n.as_ref().is_none_or(|n| n == name),
+        // The network is every tunnel's.
+        Event::Network { .. } => true,
     }
 }
 

@@ -23,9 +23,12 @@ fn fixtures() -> Vec<(String, Value)> {
 }
 
 #[test]
-fn there_are_nineteen_fixtures_and_each_is_a_dictionary() {
+fn the_golden_fixtures_are_all_here_and_each_is_a_dictionary() {
     let all = fixtures();
-    assert_eq!(all.len(), 19);
+    // helper/proto/tests/golden.rs pins one per message kind (and fails on
+    // a missing one); this floor keeps the round trip below from passing
+    // over an empty or misplaced directory.
+    assert!(all.len() >= 20, "only {} fixtures", all.len());
     for (name, value) in &all {
         assert!(matches!(value, Value::Dictionary(_)), "{name}");
     }
