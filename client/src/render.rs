@@ -52,6 +52,20 @@ pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
         let label = if i == 0 { "routes" } else { "" };
         let _ = writeln!(out, "  {label:<8}  {}", route(r));
     }
+    if !t.resolvers.is_empty() {
+        let list: Vec<String> = t
+            .resolvers
+            .iter()
+            .map(|r| match (r.through_tunnel, s.full) {
+                (true, _) => format!("{} via tunnel", r.address),
+                (false, true) if !r.address.is_loopback() => {
+                    format!("{} OUTSIDE (DNS leak)", r.address)
+                }
+                (false, _) => format!("{} outside", r.address),
+            })
+            .collect();
+        let _ = writeln!(out, "  dns       {}", list.join(", "));
+    }
     if !s.exclude.is_empty() {
         let list: Vec<String> = s.exclude.iter().map(ToString::to_string).collect();
         let _ = writeln!(out, "  exclude   {}", list.join(", "));

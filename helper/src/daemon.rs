@@ -18,13 +18,14 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ipnet::IpNet;
 use tokio::sync::{broadcast, Mutex};
 use tokio::task::JoinHandle;
 use ztun_engine::{EngineConfig, IpCidr};
 use ztun_proto::{
     DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Host, InstalledRoute, NetworkCause,
-    Reply, Request, RouteChange, Socks5Upstream, TunnelName, TunnelSpec, TunnelState, TunnelStatus,
-    Upstream, PROTOCOL_VERSION,
+    Reply, Request, ResolverRoute, RouteChange, Socks5Upstream, TunnelName, TunnelSpec,
+    TunnelState, TunnelStatus, Upstream, PROTOCOL_VERSION,
 };
 
 use crate::control::Handler;
@@ -81,6 +82,7 @@ impl Tunnel {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             upstream_health,
+            resolvers: Vec::new(),
             physical_gateway: physical.as_ref().and_then(|p| p.v4.or(p.v6)),
             physical: physical.map(|p| p.interface),
             since: self.since,
@@ -211,7 +213,8 @@ impl<P: Platform> Daemon<P> {
             .map_err(|e| error(ErrorCode::Platform, e.to_string()))?;
         let (device, interface) = self.create_device(&state, &spec)?;
         crate::fault::step("device created");
-        let plan = routes::plan(&spec, &interface, physical.as_ref(), &upstream_ips)
+        let plan = self
+            .plan(&spec, &interface, physical.as_ref(), &upstream_ips)
             .map_err(|e| error(ErrorCode::Platform, e.to_string()))?;
         let physical = Arc::new(RwLock::new(physical));
         let bind = self.binder(Arc::clone(&physical));
@@ -673,7 +676,7 @@ impl<P: Platform> Daemon<P> {
         if !tunnel.spec.full {
             return;
         }
-        let plan = match routes::plan(
+        let plan = match self.plan(
             &tunnel.spec,
             &tunnel.interface,
             Some(now),
@@ -736,6 +739,35 @@ impl<P: Platform> Daemon<P> {
     }
 }
 
+impl<P: Platform> Daemon<P> {
+    /// The routes a tunnel needs now: the route plan, and in full mode a
+    /// host route into the tunnel for each system resolver, which would
+    /// otherwise leave beside the tunnel whenever it is on the local link
+    /// (a /24 beats the tunnel's /1 halves).
+    fn plan(
+        &self,
+        spec: &TunnelSpec,
+        interface: &str,
+        physical: Option<&PhysicalGateway>,
+        upstream: &[IpAddr],
+    ) -> Result<Vec<RouteEntry>, routes::PlanError> {
+        let mut plan = routes::plan(spec, interface, physical, upstream)?;
+        for dst in crate::resolvers::to_pin(spec, &self.platform.resolvers(), upstream) {
+            let entry = RouteEntry {
+                tunnel: spec.name.clone(),
+                dst,
+                target: RouteTarget::Tunnel {
+                    interface: interface.to_owned(),
+                },
+            };
+            if !plan.contains(&entry) {
+                plan.push(entry);
+            }
+        }
+        Ok(plan)
+    }
+}
+
 /// The SOCKS5 server's address: the host as given, or its name resolved
 /// now (full mode pins this address outside the tunnel).
 async fn resolve(upstream: &Socks5Upstream) -> Result<SocketAddr, ErrorReply> {
@@ -776,6 +808,17 @@ impl<P: Platform> Daemon<P> {
                 Ok(None) => (route.interface, route.gateway) = (ROUTE_MISSING.to_owned(), None),
                 Err(e) => tracing::warn!("cannot read back {}: {e}", route.route),
             }
+        }
+        status.resolvers.clear();
+        for address in self.platform.resolvers() {
+            let through_tunnel = matches!(
+                self.platform.lookup_route(IpNet::from(address)).await,
+                Ok(Some(k)) if k.interface == status.interface
+            );
+            status.resolvers.push(ResolverRoute {
+                address,
+                through_tunnel,
+            });
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod fault;
 pub mod platform;
 pub mod relay;
+pub mod resolvers;
 pub mod routes;
 pub mod state;
 pub mod tunnel;

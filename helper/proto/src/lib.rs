@@ -23,9 +23,9 @@ pub use message::{
 };
 pub use spec::{
     parse_address_v4, parse_address_v6, parse_peer, parse_route, Counters, EchoPolicy,
-    InstalledRoute, InterfaceAddress, TunnelName, TunnelSpec, TunnelState, TunnelStatus,
-    UpstreamHealth, DEFAULT_ADDRESS, DEFAULT_MTU, DEFAULT_PEER, MAX_NAME_LEN, MIN_MTU_V4,
-    MIN_MTU_V6,
+    InstalledRoute, InterfaceAddress, ResolverRoute, TunnelName, TunnelSpec, TunnelState,
+    TunnelStatus, UpstreamHealth, DEFAULT_ADDRESS, DEFAULT_MTU, DEFAULT_PEER, MAX_NAME_LEN,
+    MIN_MTU_V4, MIN_MTU_V6,
 };
 pub use upstream::{Credentials, Host, Socks5Upstream, Upstream, REDACTED};
 

@@ -597,6 +597,33 @@ impl UpstreamHealth {
     }
 }
 
+/// A system resolver as a tunnel sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverRoute {
+    pub address: IpAddr,
+    /// Whether the kernel routes queries to it into the tunnel.
+    pub through_tunnel: bool,
+}
+
+impl ResolverRoute {
+    pub(crate) fn decode(value: &Value, path: &str) -> Result<Self, DecodeError> {
+        let f = Fields::new(value, path)?;
+        Ok(Self {
+            address: f.parsed("address", |s| {
+                s.parse::<IpAddr>().map_err(|e| e.to_string())
+            })?,
+            through_tunnel: f.opt_flag("through_tunnel")?.unwrap_or(false),
+        })
+    }
+
+    pub fn to_value(&self) -> Value {
+        DictBuilder::new()
+            .set("address", self.address.to_string())
+            .flag("through_tunnel", self.through_tunnel)
+            .build()
+    }
+}
+
 /// A tunnel as the helper reports it: the spec (password redacted) plus
 /// where it stands now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -617,6 +644,9 @@ pub struct TunnelStatus {
     /// across network changes and sleep.
     pub physical: Option<String>,
     pub physical_gateway: Option<IpAddr>,
+    /// The system's DNS resolvers and whether the kernel routes each into
+    /// this tunnel now (in full mode each should be: else DNS leaks).
+    pub resolvers: Vec<ResolverRoute>,
     /// When the tunnel came up, in seconds since the Unix epoch.
     pub since: i64,
 }
@@ -646,6 +676,13 @@ impl TunnelStatus {
             routes,
             addresses,
             counters: Counters::decode(f.value("counters")?, &f.key("counters"))?,
+            resolvers: f
+                .opt_array("resolvers")?
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ResolverRoute::decode(r, &format!("{}[{i}]", f.key("resolvers"))))
+                .collect::<Result<_, _>>()?,
             physical: f.opt_str("physical")?.map(str::to_owned),
             physical_gateway: f.opt_parsed("physical_gateway", |s| {
                 s.parse::<IpAddr>().map_err(|e| e.to_string())
@@ -675,6 +712,13 @@ impl TunnelStatus {
                     .collect::<Vec<_>>(),
             )
             .set("counters", self.counters.to_value())
+            .set(
+                "resolvers",
+                self.resolvers
+                    .iter()
+                    .map(ResolverRoute::to_value)
+                    .collect::<Vec<_>>(),
+            )
             .set_opt("physical", self.physical.clone())
             .set_opt(
                 "physical_gateway",

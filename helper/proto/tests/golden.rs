@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use ztun_proto::plist::Value;
 use ztun_proto::{
     Counters, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, InstalledRoute,
-    InterfaceAddress, NetworkCause, Op, Reply, Request, Response, RouteChange, TunnelSpec,
-    TunnelState, TunnelStatus, UpstreamHealth,
+    InterfaceAddress, NetworkCause, Op, Reply, Request, ResolverRoute, Response, RouteChange,
+    TunnelSpec, TunnelState, TunnelStatus, UpstreamHealth,
 };
 
 enum Message {
@@ -104,6 +104,10 @@ fn status() -> TunnelStatus {
             rate_out: 131_072,
             drops: BTreeMap::from([("bad_checksum".into(), 2), ("not_routed".into(), 5)]),
         },
+        resolvers: vec![ResolverRoute {
+            address: "192.0.2.53".parse().unwrap(),
+            through_tunnel: false,
+        }],
         physical: Some("en0".into()),
         physical_gateway: Some("198.51.100.1".parse().unwrap()),
         upstream_health: Some(UpstreamHealth {

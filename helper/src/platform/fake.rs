@@ -33,6 +33,7 @@ struct State {
     fail_delete: Option<IpNet>,
     addresses: Vec<(String, ztun_proto::InterfaceAddress)>,
     changes: Option<tokio::sync::mpsc::Sender<()>>,
+    resolvers: Vec<std::net::IpAddr>,
 }
 
 /// Cloning shares the state, so a test can keep a handle while the daemon
@@ -88,6 +89,11 @@ impl FakePlatform {
     /// daemon learns of it at the next [`network_changed`](Self::network_changed).
     pub fn set_physical(&self, physical: Option<PhysicalGateway>) {
         self.state().physical = physical;
+    }
+
+    /// The resolvers the system lists (none by default).
+    pub fn set_resolvers(&self, resolvers: &[std::net::IpAddr]) {
+        self.state().resolvers = resolvers.to_vec();
     }
 
     /// Signals a network change, as the kernel's route monitor would.
@@ -227,5 +233,9 @@ impl Platform for FakePlatform {
             .calls
             .push(Call::BindToInterface(interface.to_owned()));
         Ok(())
+    }
+
+    fn resolvers(&self) -> Vec<std::net::IpAddr> {
+        self.state().resolvers.clone()
     }
 }

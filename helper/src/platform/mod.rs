@@ -111,6 +111,11 @@ pub trait Platform: Send + Sync + 'static {
     /// Binds an outbound socket to `interface` so its traffic can never loop
     /// back into the tunnel (S6).
     fn bind_to_interface(&self, socket: &socket2::Socket, interface: &str) -> io::Result<()>;
+
+    /// The system's DNS resolvers now.
+    fn resolvers(&self) -> Vec<std::net::IpAddr> {
+        crate::resolvers::system()
+    }
 }
 
 /// Registers a socket with the tokio reactor (the socket must already be
