@@ -811,10 +811,19 @@ impl<P: Platform> Daemon<P> {
         }
         status.resolvers.clear();
         for address in self.platform.resolvers() {
-            let through_tunnel = matches!(
+            // Full mode pins each resolver with a host route; in
+            // target-only mode a resolver goes through if a tunnel route
+            // (read back above) covers it.
+            let pinned = matches!(
                 self.platform.lookup_route(IpNet::from(address)).await,
                 Ok(Some(k)) if k.interface == status.interface
             );
+            let covered = !status.spec.full
+                && status
+                    .routes
+                    .iter()
+                    .any(|r| r.interface == status.interface && r.route.contains(&address));
+            let through_tunnel = pinned || covered;
             status.resolvers.push(ResolverRoute {
                 address,
                 through_tunnel,

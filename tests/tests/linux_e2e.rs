@@ -451,7 +451,13 @@ fn up_down_cycles_leak_no_descriptor_route_or_interface() {
         fds(helper.pid()),
         threads(helper.pid())
     );
-    assert_eq!(fds(helper.pid()), fds_before, "descriptors");
+    // One fewer is possible: a descriptor of the warm-up cycle that was
+    // still closing when counted. Growth is the leak.
+    let fds_after = fds(helper.pid());
+    assert!(
+        fds_after <= fds_before,
+        "descriptors {fds_before} -> {fds_after}"
+    );
     assert_eq!(threads(helper.pid()), threads_before, "threads");
     assert_eq!(t.client_routes().unwrap(), routes_before, "routes");
     assert_eq!(

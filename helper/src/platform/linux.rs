@@ -24,6 +24,30 @@ use crate::routes::{PhysicalGateway, RouteEntry, RouteTarget};
 const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
+const EBUSY: i32 = 16;
+/// Times a dump is asked again after the kernel interrupted it.
+const DUMP_RETRIES: u32 = 8;
+
+/// Runs a netlink dump, asking again when the kernel interrupted it because
+/// the table changed while it was being read (`NLM_F_DUMP_INTR`, which
+/// recent kernels report as EBUSY): routes come and go all the time, not
+/// least our own.
+async fn dump<T, F, Fut>(mut ask: F) -> Result<Vec<T>, rtnetlink::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, rtnetlink::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match ask().await {
+            Err(e) if errno(&e) == Some(EBUSY) && tries < DUMP_RETRIES => {
+                tries += 1;
+                tokio::task::yield_now().await;
+            }
+            done => return done,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct LinuxPlatform {
@@ -95,16 +119,13 @@ impl LinuxPlatform {
 
     /// Every unicast route of the main table for one address family.
     async fn main_table(&self, family: AddressFamily) -> Result<Vec<RouteMessage>, PlatformError> {
-        let mut query = RouteMessage::default();
-        query.header.address_family = family;
-        let routes: Vec<RouteMessage> = self
-            .netlink
-            .route()
-            .get(query)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| PlatformError::RouteRead(to_io(e)))?;
+        let routes: Vec<RouteMessage> = dump(|| {
+            let mut query = RouteMessage::default();
+            query.header.address_family = family;
+            self.netlink.route().get(query).execute().try_collect()
+        })
+        .await
+        .map_err(|e| PlatformError::RouteRead(to_io(e)))?;
         Ok(routes
             .into_iter()
             .filter(|r| {
@@ -263,15 +284,16 @@ impl Platform for LinuxPlatform {
         interface: &str,
     ) -> Result<Vec<InterfaceAddress>, PlatformError> {
         let index = self.index_of(interface).await?;
-        let messages: Vec<AddressMessage> = self
-            .netlink
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| PlatformError::RouteRead(to_io(e)))?;
+        let messages: Vec<AddressMessage> = dump(|| {
+            self.netlink
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .execute()
+                .try_collect()
+        })
+        .await
+        .map_err(|e| PlatformError::RouteRead(to_io(e)))?;
         // On a point-to-point link IFA_LOCAL is our address and IFA_ADDRESS
         // the peer; otherwise IFA_ADDRESS alone is ours.
         Ok(messages
