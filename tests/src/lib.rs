@@ -164,6 +164,33 @@ impl Process {
         self.child.id()
     }
 
+    /// Appends everything the process writes to stdout and stderr to
+    /// `path`, from threads that drain its pipes until it exits. A process
+    /// whose pipes nobody reads blocks once they fill (64 KiB): a long test
+    /// would see it hang.
+    pub fn log_to(&mut self, path: &std::path::Path) -> io::Result<()> {
+        let pipes: [Option<Box<dyn io::Read + Send>>; 2] = [
+            self.child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+            self.child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+        ];
+        for mut pipe in pipes.into_iter().flatten() {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            std::thread::spawn(move || {
+                let _ = io::copy(&mut pipe, &mut file);
+            });
+        }
+        Ok(())
+    }
+
     /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
     pub fn signal(&self, signal: i32) -> io::Result<()> {
         let pid = libc::pid_t::try_from(self.child.id()).map_err(io::Error::other)?;
@@ -322,7 +349,8 @@ impl Topology {
             "--state-dir",
             state.to_str().unwrap_or_default(),
         ]);
-        let p = self.client.spawn("env", &args)?;
+        let mut p = self.client.spawn("env", &args)?;
+        p.log_to(&self.dir.join("helper.log"))?;
         if !eventually(Duration::from_secs(10), || sock.exists()) {
             return Err(io::Error::other(
                 "ztun-helper did not create its socket within 10 s",

@@ -51,7 +51,8 @@ fn mixed_traffic_for_a_bounded_time_grows_nothing() {
     let file: Vec<u8> = (0..1024 * 1024_u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(t.dir.join("file"), &file).unwrap();
     let dir = t.dir.to_str().unwrap().to_owned();
-    let _http = t
+    // Its request log goes to a file: an unread pipe fills and stalls it.
+    let mut http = t
         .server
         .spawn(
             "python3",
@@ -66,6 +67,7 @@ fn mixed_traffic_for_a_bounded_time_grows_nothing() {
             ],
         )
         .unwrap();
+    http.log_to(&t.dir.join("http.log")).unwrap();
     let _echo = servers::udp_echo(&t.server, SERVER, 7000).unwrap();
     let helper = t.start_helper().unwrap();
     t.ztunctl_ok(&[
