@@ -1,6 +1,6 @@
 //! The command line: what each command and flag means, as `--help` teaches it.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,11 +70,28 @@ pub enum Command {
     Route(RouteCommand),
     /// Check the helper and each tunnel, a line per check (✓ or ✗ with a
     /// fix); exits 1 when any check fails.
-    Doctor {
-        /// Check only this tunnel.
-        #[arg(value_parser = parse_from_str::<TunnelName>)]
-        name: Option<TunnelName>,
-    },
+    ///
+    /// Without --live, ztunctl checks what the helper reports: its version,
+    /// the route ledger, each tunnel's state, addresses and routes as the
+    /// kernel resolves them, and the upstream's last known health.
+    ///
+    /// With --live, the helper also tests each tunnel for real and times
+    /// it: every route is read back from the kernel; the SOCKS5 upstream
+    /// gets a fresh handshake; pings go through the tunnel as its ICMP
+    /// policy says (forward: a real ping to the --probe host; reply:
+    /// answered by the helper); --probe connects to HOST:PORT through the
+    /// tunnel and its upstream, as any application would; --dns-name
+    /// resolves a name with the system resolver and checks that each
+    /// resolver is routed where it should be (in full mode, a resolver
+    /// outside the tunnel is a DNS leak). Menu-bar apps get the same checks
+    /// over XPC (docs/protocol.md, op doctor).
+    #[command(after_help = "Examples:\n  \
+        ztunctl doctor                                   # what the helper reports\n  \
+        ztunctl doctor --live                            # routes, upstream, ICMP policy, tested now\n  \
+        ztunctl doctor work --live --probe 203.0.113.5:443\n  \
+        ztunctl doctor --live --dns-name www.example.com # where does DNS go?\n  \
+        ztunctl doctor --live --json                     # the checks as JSON (keys: docs/protocol.md)")]
+    Doctor(DoctorArgs),
     /// Show the versions of ztunctl, the helper and their protocol.
     Version,
 }
@@ -168,6 +185,33 @@ pub struct StatusArgs {
     /// Keep running and print each event (state, route, error) as it happens.
     #[arg(long)]
     pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check only this tunnel.
+    #[arg(value_parser = parse_from_str::<TunnelName>)]
+    pub name: Option<TunnelName>,
+
+    /// Have the helper test each tunnel now, through the tunnel itself.
+    #[arg(long)]
+    pub live: bool,
+
+    /// With --live: connect to this address and TCP port through the tunnel
+    /// its address is routed into (and ping it, if that tunnel is up with
+    /// --icmp forward). An address, not a name: --dns-name tests names.
+    #[arg(long, requires = "live", value_name = "HOST:PORT", value_parser = ztun_proto::parse_probe)]
+    pub probe: Option<SocketAddr>,
+
+    /// With --live: resolve this name with the system resolver, and check
+    /// where each resolver in /etc/resolv.conf is routed.
+    #[arg(long, requires = "live", value_name = "NAME", value_parser = ztun_proto::parse_dns_name)]
+    pub dns_name: Option<String>,
+
+    /// With --live: print only the helper's checks, as JSON (stable keys:
+    /// docs/protocol.md); exits 1 when any check fails.
+    #[arg(long, requires = "live")]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

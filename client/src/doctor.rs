@@ -1,14 +1,21 @@
 //! `ztunctl doctor`: one line per check, ✓ or ✗, and for each ✗ the command
 //! that fixes it. It asks the helper only what every user may ask
-//! (version, status), and status reports each route as the kernel resolves
-//! it at that moment.
+//! (version, status, doctor), and status reports each route as the kernel
+//! resolves it at that moment. With `--live` the helper also runs its own
+//! checks through each tunnel (the `doctor` operation) and this prints
+//! them the same way.
 
 use std::io::Write;
 use std::net::IpAddr;
 
-use ztun_proto::{Reply, Request, TunnelName, TunnelState, TunnelStatus, PROTOCOL_VERSION};
+use ipnet::IpNet;
 
-use crate::{exchange, hints, Cli, ClientError, Connection};
+use ztun_proto::plist::Value;
+use ztun_proto::{
+    DoctorCheck, ErrorCode, Reply, Request, TunnelState, TunnelStatus, PROTOCOL_VERSION,
+};
+
+use crate::{exchange, hints, Cli, ClientError, Connection, DoctorArgs};
 
 /// The interface name status uses for a route the kernel no longer has.
 const MISSING: &str = "none";
@@ -29,13 +36,33 @@ impl<W: Write> Report<'_, W> {
         self.failed += 1;
         writeln!(self.out, "✗ {what}\n    fix: {fix}")
     }
+
+    /// A check the helper ran: `✓ work: tcp: <what it saw> (3 ms)`.
+    fn live(&mut self, c: &DoctorCheck) -> std::io::Result<()> {
+        let tunnel = c
+            .tunnel
+            .as_ref()
+            .map_or_else(String::new, |t| format!("{t}: "));
+        let took = if c.millis == 0 {
+            "<1 ms".to_owned()
+        } else {
+            format!("{} ms", c.millis)
+        };
+        let what = format!("{tunnel}{}: {} ({took})", c.check, c.detail);
+        if c.ok {
+            self.pass(&what)
+        } else {
+            let log = format!("see the helper's log ({})", hints::LOG);
+            self.fail(&what, c.fix.as_deref().unwrap_or(&log))
+        }
+    }
 }
 
-pub(crate) fn run(
-    cli: &Cli,
-    name: Option<&TunnelName>,
-    out: &mut impl Write,
-) -> Result<(), ClientError> {
+pub(crate) fn run(cli: &Cli, args: &DoctorArgs, out: &mut impl Write) -> Result<(), ClientError> {
+    if args.json {
+        return live_json(cli, args, out);
+    }
+    let name = args.name.as_ref();
     let mut report = Report {
         out,
         failed: 0,
@@ -97,6 +124,13 @@ pub(crate) fn run(
     }
     for t in &tunnels {
         check_tunnel(&mut report, t)?;
+    }
+    if args.live {
+        let (_, checks) = live_checks(&mut conn, args)?;
+        writeln!(report.out, "live checks, run by the helper now:")?;
+        for c in &checks {
+            report.live(c)?;
+        }
     }
     if report.failed == 0 {
         writeln!(report.out, "all {} checks passed", report.passed)?;
@@ -170,10 +204,7 @@ fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::
         }
     }
     for r in &t.routes {
-        // In full mode every route but the halves and the given routes
-        // keeps something outside the tunnel: `exclude` and the upstream.
-        let excluded =
-            t.spec.full && r.route.prefix_len() != 1 && !t.spec.routes.contains(&r.route);
+        let excluded = is_exclusion(t, r.route);
         let shown = crate::render::route(r);
         let reinstall = format!("ztunctl route add {name} {}", r.route);
         if r.interface == MISSING {
@@ -225,4 +256,121 @@ fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::
         )?;
     }
     Ok(())
+}
+
+/// Whether full mode keeps `route` outside the tunnel: an `--exclude` or
+/// the upstream server's host route. Into the tunnel go the /1 halves, the
+/// given routes and the host route pinning each system resolver.
+fn is_exclusion(t: &TunnelStatus, route: IpNet) -> bool {
+    if !t.spec.full || t.spec.exclude.contains(&route) {
+        return t.spec.full;
+    }
+    let resolver_pin = route.prefix_len() == route.max_prefix_len()
+        && t.resolvers.iter().any(|r| r.address == route.addr());
+    route.prefix_len() != 1 && !t.spec.routes.contains(&route) && !resolver_pin
+}
+
+/// The `doctor` request for `args`.
+fn live_request(args: &DoctorArgs) -> Request {
+    Request::Doctor {
+        name: args.name.clone(),
+        probe: args.probe,
+        dns_name: args.dns_name.clone(),
+    }
+}
+
+/// Sends `doctor` and returns the reply dictionary and its checks. A helper
+/// older than the operation answers `invalid_argument` for the unknown op,
+/// which is said as what it means.
+fn live_checks(
+    conn: &mut Connection,
+    args: &DoctorArgs,
+) -> Result<(Value, Vec<DoctorCheck>), ClientError> {
+    match exchange(conn, &live_request(args)) {
+        Ok((value, Reply::Doctor(checks))) => Ok((value, checks)),
+        Ok((_, other)) => Err(ClientError::Protocol(format!(
+            "doctor answered with {other:?}"
+        ))),
+        Err(ClientError::Helper(e))
+            if e.code == ErrorCode::InvalidArgument
+                && e.message.starts_with("op: unknown operation") =>
+        {
+            Err(ClientError::HelperTooOld("doctor --live"))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `--live --json`: the helper's reply dictionary, pretty-printed, as
+/// `status --json` prints its own; exit 1 when any check failed.
+fn live_json(cli: &Cli, args: &DoctorArgs, out: &mut impl Write) -> Result<(), ClientError> {
+    let mut conn = Connection::open(&cli.endpoint(), cli.timeout)?;
+    let (value, checks) = live_checks(&mut conn, args)?;
+    let pretty = serde_json::to_string_pretty(&value)
+        .map_err(|e| ClientError::Output(std::io::Error::other(e)))?;
+    writeln!(out, "{pretty}")?;
+    match checks.iter().filter(|c| !c.ok).count() {
+        0 => Ok(()),
+        failed => Err(ClientError::Doctor { failed }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // literals
+    use super::*;
+    use ztun_proto::{Counters, ResolverRoute, TunnelSpec};
+
+    fn status(full: bool, resolver: &str) -> TunnelStatus {
+        let mut spec = TunnelSpec::new("all".parse().unwrap());
+        spec.full = full;
+        spec.routes = vec!["203.0.113.0/24".parse().unwrap()];
+        spec.exclude = vec!["192.0.2.0/24".parse().unwrap()];
+        TunnelStatus {
+            spec,
+            interface: "ztun0".to_owned(),
+            state: TunnelState::Up,
+            routes: Vec::new(),
+            addresses: Vec::new(),
+            counters: Counters::default(),
+            upstream_health: None,
+            physical: None,
+            physical_gateway: None,
+            resolvers: vec![ResolverRoute {
+                address: resolver.parse().unwrap(),
+                through_tunnel: true,
+            }],
+            since: 0,
+        }
+    }
+
+    #[test]
+    fn full_mode_keeps_exclusions_and_the_upstream_out_and_pins_resolvers_in() {
+        let full = status(true, "198.51.100.53");
+        let out = |r: &str| is_exclusion(&full, r.parse().unwrap());
+        assert!(!out("0.0.0.0/1") && !out("128.0.0.0/1") && !out("8000::/1"));
+        assert!(!out("203.0.113.0/24"), "a given route goes in");
+        assert!(!out("198.51.100.53/32"), "a resolver's pin goes in");
+        assert!(out("192.0.2.0/24"), "an --exclude stays out");
+        assert!(
+            out("198.51.100.7/32"),
+            "the upstream's host route stays out"
+        );
+        // A resolver the user excluded is not pinned: its host route is the
+        // exclusion, and stays out.
+        let mut excluded = status(true, "198.51.100.53");
+        excluded
+            .spec
+            .exclude
+            .push("198.51.100.53/32".parse().unwrap());
+        assert!(is_exclusion(&excluded, "198.51.100.53/32".parse().unwrap()));
+    }
+
+    #[test]
+    fn target_only_mode_has_no_exclusions() {
+        let target = status(false, "198.51.100.53");
+        for r in ["203.0.113.0/24", "192.0.2.0/24", "198.51.100.7/32"] {
+            assert!(!is_exclusion(&target, r.parse().unwrap()), "{r}");
+        }
+    }
 }

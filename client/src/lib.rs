@@ -37,7 +37,7 @@ use ztun_proto::{
     DecodeError, DownTarget, ErrorReply, Event, Reply, Request, Response, TunnelSpec,
 };
 
-pub use cli::{Cli, Command, DownArgs, RouteArgs, RouteCommand, StatusArgs, UpArgs};
+pub use cli::{Cli, Command, DoctorArgs, DownArgs, RouteArgs, RouteCommand, StatusArgs, UpArgs};
 pub use transport::{Connection, Endpoint};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,9 @@ pub enum ClientError {
     Output(#[from] io::Error),
     #[error("{failed} check(s) failed; the lines marked ✗ say how to fix each")]
     Doctor { failed: usize },
+    /// The helper does not know an operation this command needs.
+    #[error("this helper is too old for {0}; upgrade it (install ztunctl and ztun-helper from the same release)")]
+    HelperTooOld(&'static str),
 }
 
 impl ClientError {
@@ -75,7 +78,8 @@ impl ClientError {
             ClientError::Helper(_)
             | ClientError::Protocol(_)
             | ClientError::Output(_)
-            | ClientError::Doctor { .. } => 1,
+            | ClientError::Doctor { .. }
+            | ClientError::HelperTooOld(_) => 1,
             ClientError::Usage(_) => 2,
             ClientError::Unreachable { .. }
             | ClientError::Lost { .. }
@@ -95,8 +99,8 @@ pub fn run(cli: &Cli, out: &mut impl Write) -> Result<(), ClientError> {
         writeln!(out)?;
         return Ok(());
     }
-    if let Command::Doctor { name } = &cli.command {
-        return doctor::run(cli, name.as_ref(), out);
+    if let Command::Doctor(args) = &cli.command {
+        return doctor::run(cli, args, out);
     }
     if let Command::Version = cli.command {
         writeln!(out, "ztunctl {}", env!("CARGO_PKG_VERSION"))?;
@@ -165,7 +169,12 @@ pub fn request_for(command: &Command) -> Result<Request, ClientError> {
             routes: a.routes.clone(),
         },
         Command::Route(RouteCommand::List { name }) => Request::Status(Some(name.clone())),
-        Command::Version | Command::Doctor { .. } => Request::Version,
+        Command::Doctor(a) if a.live => Request::Doctor {
+            name: a.name.clone(),
+            probe: a.probe,
+            dns_name: a.dns_name.clone(),
+        },
+        Command::Version | Command::Doctor(_) => Request::Version,
     })
 }
 

@@ -334,3 +334,168 @@ fn doctor_without_a_helper_says_how_to_start_it_and_exits_3() {
         "{out}"
     );
 }
+
+/// Serves one connection and answers each request in turn with the next
+/// of `replies`; returns the requests.
+fn fake_helper_session(sock: &Path, replies: Vec<Value>) -> JoinHandle<Vec<Value>> {
+    let listener = UnixListener::bind(sock).unwrap();
+    thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut requests = Vec::new();
+        for reply in replies {
+            let mut header = [0; 4];
+            conn.read_exact(&mut header).unwrap();
+            let mut body = vec![0; frame::body_len(header).unwrap()];
+            conn.read_exact(&mut body).unwrap();
+            requests.push(frame::decode_body(&body).unwrap());
+            conn.write_all(&framed(&reply)).unwrap();
+        }
+        requests
+    })
+}
+
+const LIVE_ARGS: [&str; 7] = [
+    "doctor",
+    "work",
+    "--live",
+    "--probe",
+    "203.0.113.5:443",
+    "--dns-name",
+    "www.example.test",
+];
+
+#[test]
+fn doctor_live_prints_the_helpers_checks_after_its_own_and_exits_1_on_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("h.sock");
+    let helper = fake_helper_session(
+        &sock,
+        vec![
+            fixture("reply-version"),
+            fixture("reply-status"),
+            fixture("reply-doctor"),
+        ],
+    );
+    let (result, out) = run_to_string(&cli(&sock, &LIVE_ARGS));
+    let requests = helper.join().unwrap();
+    assert_eq!(requests[2], fixture("request-doctor"));
+    let err = result.unwrap_err();
+    assert_eq!(err.exit_code(), 1);
+    // The status fixture's stale route, and the live upstream line.
+    assert!(err.to_string().starts_with("2 check(s) failed"), "{err}");
+    let live = out
+        .split_once("live checks, run by the helper now:\n")
+        .unwrap_or_else(|| panic!("{out}"))
+        .1;
+    assert_eq!(
+        live,
+        "✓ dns: www.example.test resolved to 203.0.113.80 by the system resolver (4 ms)\n\
+         ✓ dns: the resolvers' routes are not checked on macOS yet; scutil --dns lists them (<1 ms)\n\
+         ✓ work: route: 203.0.113.0/24 -> utun4 (<1 ms)\n\
+         ✗ work: upstream: socks5://alice:***@192.0.2.10:1080 unreachable: Connection refused (os error 61) (1 ms)\n\
+         \x20   fix: start the SOCKS5 server, or fix the URL (ztunctl down work, then up with --upstream socks5://user:pass@host:port); the helper retries by itself\n\
+         ✓ work: tcp: 203.0.113.5:443 answered through utun4 (it closed when we did; the tunnel accepted in 0.21 ms) (12 ms)\n\
+         ✓ work: icmp: echo from 203.0.113.5 through utun4 in 11.8 ms (icmp forward: a real ping from the physical interface) (11 ms)\n"
+    );
+}
+
+#[test]
+fn doctor_live_json_prints_the_reply_and_exits_1_on_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("h.sock");
+    let helper = fake_helper(
+        &sock,
+        vec![framed(&fixture("reply-doctor"))],
+        Duration::ZERO,
+    );
+    let mut args = LIVE_ARGS.to_vec();
+    args.push("--json");
+    let (result, out) = run_to_string(&cli(&sock, &args));
+    assert_eq!(helper.join().unwrap(), fixture("request-doctor"));
+    assert_eq!(result.unwrap_err().exit_code(), 1);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["ok"], 1);
+    let checks = json["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 6);
+    assert_eq!(checks[3]["check"], "upstream");
+    assert_eq!(checks[3]["ok"], 0);
+    assert_eq!(checks[3]["tunnel"], "work");
+    assert!(checks[3]["fix"]
+        .as_str()
+        .unwrap()
+        .starts_with("start the SOCKS5 server"));
+    assert_eq!(checks[4]["millis"], 12);
+    assert!(checks[0].get("tunnel").is_none(), "a machine-wide check");
+}
+
+#[test]
+fn doctor_live_against_a_helper_without_the_op_says_to_upgrade_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("h.sock");
+    let old = Value::from_file(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/xpc/reply-error.plist"),
+    )
+    .unwrap();
+    // What a helper from before `doctor` answers for it.
+    let mut old = old.into_dictionary().unwrap();
+    let mut error = ztun_proto::plist::Dictionary::new();
+    error.insert("code".into(), Value::String("invalid_argument".into()));
+    error.insert(
+        "message".into(),
+        Value::String(
+            "op: unknown operation \"doctor\"; known: version, up, down, status, route.add, route.remove, watch"
+                .into(),
+        ),
+    );
+    old.insert("error".into(), Value::Dictionary(error));
+    let helper = fake_helper(&sock, vec![framed(&Value::Dictionary(old))], Duration::ZERO);
+    let (result, _) = run_to_string(&cli(&sock, &["doctor", "--live", "--json"]));
+    helper.join().unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.exit_code(), 1);
+    assert!(
+        err.to_string()
+            .starts_with("this helper is too old for doctor --live; upgrade it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn doctor_probe_dns_name_and_json_need_live_and_valid_values() {
+    let parse = |args: &[&str]| {
+        let mut argv = vec!["ztunctl", "doctor"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    for needs_live in [
+        &["--json"][..],
+        &["--probe", "203.0.113.5:443"],
+        &["--dns-name", "www.example.test"],
+    ] {
+        let e = parse(needs_live).unwrap_err();
+        assert!(e.contains("--live"), "{e}");
+    }
+    let e = parse(&["--live", "--probe", "www.example.test:443"]).unwrap_err();
+    assert!(
+        e.contains("is not an address and port like 203.0.113.5:443"),
+        "{e}"
+    );
+    let e = parse(&["--live", "--dns-name", "no spaces.example"]).unwrap_err();
+    assert!(e.contains("is not a host name"), "{e}");
+    parse(&["work", "--live", "--probe", "[2001:db8::5]:443"]).unwrap();
+}
+
+#[test]
+fn dry_run_doctor_live_prints_exactly_the_golden_doctor_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--dry-run"];
+    args.extend_from_slice(&LIVE_ARGS);
+    let (result, out) = run_to_string(&cli(&dir.path().join("none.sock"), &args));
+    result.unwrap();
+    assert_eq!(
+        Value::from_reader_xml(out.as_bytes()).unwrap(),
+        fixture("request-doctor")
+    );
+}

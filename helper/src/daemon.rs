@@ -832,6 +832,20 @@ impl<P: Platform> Daemon<P> {
     }
 }
 
+impl<P: Platform> Daemon<P> {
+    /// What `doctor` needs of each tunnel (all, or the named one), copied so
+    /// that its network I/O runs without the state lock.
+    async fn doctor_views(&self, name: Option<&TunnelName>) -> Vec<crate::doctor::TunnelView> {
+        let state = self.state.lock().await;
+        state
+            .tunnels
+            .values()
+            .filter(|t| name.is_none_or(|n| &t.spec.name == n))
+            .map(|t| crate::doctor::TunnelView::new(&t.spec, &t.interface, &t.routes, &t.relay))
+            .collect()
+    }
+}
+
 /// The ICMP identifier for a tunnel's forwarder: distinct per interface, so
 /// two tunnels' raw sockets never claim each other's replies.
 fn echo_ident(interface: &str) -> u16 {
@@ -923,6 +937,22 @@ impl<P: Platform> Handler for Daemon<P> {
                 .await
                 .map(|s| Reply::Tunnel(Box::new(s))),
             Request::Watch(_) => Ok(Reply::Done),
+            Request::Doctor {
+                name,
+                probe,
+                dns_name,
+            } => {
+                let tunnels = self.doctor_views(name.as_ref()).await;
+                if let Some(n) = name.filter(|_| tunnels.is_empty()) {
+                    return Err(error(
+                        ErrorCode::NotFound,
+                        format!("no tunnel named {n}; see ztunctl status"),
+                    ));
+                }
+                let ask = crate::doctor::Ask { probe, dns_name };
+                let checks = crate::doctor::run(&*self.platform, tunnels, ask).await;
+                Ok(Reply::Doctor(checks))
+            }
         }
     }
 

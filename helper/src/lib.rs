@@ -3,10 +3,12 @@
 //! (`tunnel`) and upstreams (`relay`), the route plan and ledger (`routes`),
 //! desired tunnels (`state`), the operating system behind one interface
 //! (`platform`: Linux, macOS, and a recording fake), and the control plane
-//! (`control`: authorisation and transports).
+//! (`control`: authorisation and transports), and the live self-test a
+//! client asks for (`doctor`).
 
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod fault;
 pub mod platform;
 pub mod relay;

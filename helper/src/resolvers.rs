@@ -16,22 +16,25 @@ use ztun_proto::TunnelSpec;
 /// Where the resolvers are listed.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 
-/// The `nameserver` addresses of a resolv.conf, in order, without
-/// duplicates. Unparsable lines are skipped (a link-local IPv6 address with
-/// a zone, `fe80::1%en0`, is kept without its zone).
+/// glibc uses at most this many `nameserver` lines (resolv.h `MAXNS`).
+const MAXNS: usize = 3;
+
+/// The resolvers a resolv.conf names, as glibc's `res_init` reads them: a
+/// line starting with `nameserver` and a blank, an address it can parse
+/// (an IPv6 zone, `%eth0`, is dropped), the first [`MAXNS`]; each once.
 pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
-    let mut found = Vec::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        if words.next() != Some("nameserver") {
-            continue;
+    let mut found: Vec<IpAddr> = Vec::new();
+    let listed = text.lines().filter_map(|line| {
+        let rest = line.strip_prefix("nameserver")?;
+        if !rest.starts_with([' ', '\t']) {
+            return None;
         }
-        let Some(addr) = words.next() else { continue };
-        let addr = addr.split('%').next().unwrap_or(addr);
-        if let Ok(ip) = addr.parse::<IpAddr>() {
-            if !found.contains(&ip) {
-                found.push(ip);
-            }
+        let address = rest.split_whitespace().next()?;
+        address.split('%').next()?.parse().ok()
+    });
+    for ip in listed.take(MAXNS) {
+        if !found.contains(&ip) {
+            found.push(ip);
         }
     }
     found
@@ -71,15 +74,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nameservers_are_read_in_order_once_each() {
-        let text = "# generated\nsearch example.test\nnameserver 192.0.2.53\n\
-                    nameserver  2001:db8::53\nnameserver fe80::1%en0\noptions edns0\n\
-                    nameserver 192.0.2.53\nnameserver not-an-address\nnameserver\n";
-        let want: Vec<IpAddr> = ["192.0.2.53", "2001:db8::53", "fe80::1"]
+    fn nameservers_are_read_as_glibc_reads_them() {
+        let conf = "# written by the test\n\
+                    search example.test\n\
+                    nameserver 203.0.113.5\n\
+                    ;nameserver 192.0.2.9\n\
+                    \x20 nameserver 192.0.2.10\n\
+                    nameservers 192.0.2.11\n\
+                    nameserver not-an-address\n\
+                    nameserver\t2001:db8::53%eth0\n\
+                    nameserver 198.51.100.53\n\
+                    nameserver 192.0.2.53\n";
+        let want: Vec<IpAddr> = ["203.0.113.5", "2001:db8::53", "198.51.100.53"]
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
-        assert_eq!(parse_resolv_conf(text), want);
+        assert_eq!(
+            parse_resolv_conf(conf),
+            want,
+            "the first three, as MAXNS says"
+        );
+        assert!(parse_resolv_conf("").is_empty());
+        let twice = "nameserver 192.0.2.53\nnameserver 192.0.2.53\n";
+        assert_eq!(parse_resolv_conf(twice).len(), 1, "each once");
     }
 
     fn full() -> TunnelSpec {

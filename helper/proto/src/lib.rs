@@ -9,6 +9,7 @@
 //! data: flags are int64 0/1 (a real bool is accepted on input), so a client
 //! reads every number of a reply with one getter (`xpc_dictionary_get_int64`).
 
+mod doctor;
 mod error;
 mod fields;
 pub mod frame;
@@ -16,6 +17,7 @@ mod message;
 mod spec;
 mod upstream;
 
+pub use doctor::{check, parse_dns_name, parse_probe, DoctorCheck};
 pub use error::{DecodeError, ErrorCode};
 pub use message::{
     DownTarget, ErrorReply, Event, NetworkCause, Op, Reply, Request, Response, RouteChange,

@@ -4,12 +4,13 @@
 //! `xpc_dictionary`s with the same keys.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use ipnet::IpNet;
 use plist::Value;
 
+use crate::doctor::{parse_dns_name, parse_probe, DoctorCheck};
 use crate::fields::{DictBuilder, Fields};
 use crate::spec::{parse_route, InstalledRoute, TunnelName, TunnelSpec, TunnelStatus};
 use crate::{DecodeError, ErrorCode};
@@ -28,10 +29,11 @@ pub enum Op {
     RouteAdd,
     RouteRemove,
     Watch,
+    Doctor,
 }
 
 impl Op {
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::Version,
         Op::Up,
         Op::Down,
@@ -39,6 +41,7 @@ impl Op {
         Op::RouteAdd,
         Op::RouteRemove,
         Op::Watch,
+        Op::Doctor,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Op {
             Op::RouteAdd => "route.add",
             Op::RouteRemove => "route.remove",
             Op::Watch => "watch",
+            Op::Doctor => "doctor",
         }
     }
 
@@ -109,6 +113,14 @@ pub enum Request {
     },
     /// Events for one tunnel, or all when `None`.
     Watch(Option<TunnelName>),
+    /// A live self-test of one tunnel, or all when `name` is `None`: its
+    /// routes, its upstream and its ICMP policy, plus a TCP connection to
+    /// `probe` and a lookup of `dns_name` when given. Read-only.
+    Doctor {
+        name: Option<TunnelName>,
+        probe: Option<SocketAddr>,
+        dns_name: Option<String>,
+    },
 }
 
 impl Request {
@@ -121,6 +133,7 @@ impl Request {
             Request::RouteAdd { .. } => Op::RouteAdd,
             Request::RouteRemove { .. } => Op::RouteRemove,
             Request::Watch(_) => Op::Watch,
+            Request::Doctor { .. } => Op::Doctor,
         }
     }
 
@@ -164,6 +177,11 @@ impl Request {
                 routes: routes()?,
             },
             Op::Watch => Request::Watch(opt_name()?),
+            Op::Doctor => Request::Doctor {
+                name: opt_name()?,
+                probe: f.opt_parsed("probe", parse_probe)?,
+                dns_name: f.opt_parsed("dns_name", parse_dns_name)?,
+            },
         })
     }
 
@@ -181,6 +199,14 @@ impl Request {
             Request::RouteAdd { name, routes } | Request::RouteRemove { name, routes } => {
                 b.set("name", name.to_string()).strings("routes", routes)
             }
+            Request::Doctor {
+                name: n,
+                probe,
+                dns_name,
+            } => b
+                .set_opt("name", name(n))
+                .set_opt("probe", probe.map(|p| p.to_string()))
+                .set_opt("dns_name", dns_name.clone()),
         }
         .build()
     }
@@ -226,6 +252,8 @@ pub enum Reply {
     },
     /// `down`, and `watch` before its event stream.
     Done,
+    /// `doctor`: one entry per check, in the order they are best read.
+    Doctor(Vec<DoctorCheck>),
 }
 
 /// A reply: `{"ok": 1, …}` or `{"ok": 0, "error": {"code", "message"}}`.
@@ -262,6 +290,10 @@ impl Response {
                         .collect::<Vec<_>>(),
                 ),
             Response::Ok(Reply::Done) => ok,
+            Response::Ok(Reply::Doctor(checks)) => ok.set(
+                "checks",
+                checks.iter().map(DoctorCheck::to_value).collect::<Vec<_>>(),
+            ),
             Response::Err(e) => DictBuilder::new().flag("ok", false).set(
                 "error",
                 DictBuilder::new()
@@ -306,6 +338,13 @@ impl Response {
                     .collect::<Result<_, _>>()?,
             },
             Op::Down | Op::Watch => Reply::Done,
+            Op::Doctor => Reply::Doctor(
+                f.array("checks")?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| DoctorCheck::decode(c, &format!("checks[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
         };
         Ok(Response::Ok(reply))
     }

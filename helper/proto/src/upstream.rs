@@ -146,6 +146,15 @@ fn parse_host(raw: &str) -> Result<Host, String> {
             IpAddr::V6(_) => Err(format!("write the IPv6 address in brackets: [{raw}]")),
         };
     }
+    dns_name(raw)
+        .map(Host::Domain)
+        .ok_or_else(|| format!("\"{raw}\" is not a host name or IP address"))
+}
+
+/// A DNS host name in lower case without its trailing dot: labels of
+/// letters, digits and `-`, each at most 63 bytes, at most 253 in all
+/// (RFC 1035). `None` when `raw` is not one.
+pub(crate) fn dns_name(raw: &str) -> Option<String> {
     let valid_label = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
@@ -162,9 +171,9 @@ fn parse_host(raw: &str) -> Result<Host, String> {
         .next()
         .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
     if name.is_empty() || name.len() > 253 || numeric_tail || !name.split('.').all(valid_label) {
-        return Err(format!("\"{raw}\" is not a host name or IP address"));
+        return None;
     }
-    Ok(Host::Domain(name.to_ascii_lowercase()))
+    Some(name.to_ascii_lowercase())
 }
 
 impl FromStr for Upstream {

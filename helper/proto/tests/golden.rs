@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use ztun_proto::plist::Value;
 use ztun_proto::{
-    Counters, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, InstalledRoute,
+    Counters, DoctorCheck, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, InstalledRoute,
     InterfaceAddress, NetworkCause, Op, Reply, Request, ResolverRoute, Response, RouteChange,
     TunnelSpec, TunnelState, TunnelStatus, UpstreamHealth,
 };
@@ -132,6 +132,66 @@ fn exclusion_route() -> InstalledRoute {
     }
 }
 
+/// A `doctor --live` reply as a tunnel with a SOCKS5 upstream that is down
+/// would get it: passing lines, a failing one with its fix, and a check of
+/// the whole machine (no `tunnel`).
+fn doctor_checks() -> Vec<DoctorCheck> {
+    let line =
+        |tunnel: Option<&str>, check: &str, ok: bool, detail: &str, millis, fix: Option<&str>| {
+            DoctorCheck {
+                tunnel: tunnel.map(|t| t.parse().unwrap()),
+                check: check.into(),
+                ok,
+                detail: detail.into(),
+                millis,
+                fix: fix.map(Into::into),
+            }
+        };
+    vec![
+        line(
+            None,
+            "dns",
+            true,
+            "www.example.test resolved to 203.0.113.80 by the system resolver",
+            4,
+            None,
+        ),
+        line(
+            None,
+            "dns",
+            true,
+            "the resolvers' routes are not checked on macOS yet; scutil --dns lists them",
+            0,
+            None,
+        ),
+        line(Some("work"), "route", true, "203.0.113.0/24 -> utun4", 0, None),
+        line(
+            Some("work"),
+            "upstream",
+            false,
+            "socks5://alice:***@192.0.2.10:1080 unreachable: Connection refused (os error 61)",
+            1,
+            Some("start the SOCKS5 server, or fix the URL (ztunctl down work, then up with --upstream socks5://user:pass@host:port); the helper retries by itself"),
+        ),
+        line(
+            Some("work"),
+            "tcp",
+            true,
+            "203.0.113.5:443 answered through utun4 (it closed when we did; the tunnel accepted in 0.21 ms)",
+            12,
+            None,
+        ),
+        line(
+            Some("work"),
+            "icmp",
+            true,
+            "echo from 203.0.113.5 through utun4 in 11.8 ms (icmp forward: a real ping from the physical interface)",
+            11,
+            None,
+        ),
+    ]
+}
+
 fn cases() -> Vec<(&'static str, Message)> {
     let name = || "work".parse().unwrap();
     let routes = || vec!["192.0.2.128/25".parse().unwrap()];
@@ -177,6 +237,14 @@ fn cases() -> Vec<(&'static str, Message)> {
             Message::Request(Request::Watch(Some(name()))),
         ),
         (
+            "request-doctor",
+            Message::Request(Request::Doctor {
+                name: Some(name()),
+                probe: Some("203.0.113.5:443".parse().unwrap()),
+                dns_name: Some("www.example.test".into()),
+            }),
+        ),
+        (
             "reply-version",
             Message::Response(
                 Op::Version,
@@ -199,6 +267,10 @@ fn cases() -> Vec<(&'static str, Message)> {
                     stale_routes: vec![exclusion_route()],
                 }),
             ),
+        ),
+        (
+            "reply-doctor",
+            Message::Response(Op::Doctor, Response::Ok(Reply::Doctor(doctor_checks()))),
         ),
         (
             "reply-done",

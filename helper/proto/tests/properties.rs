@@ -104,6 +104,25 @@ fn request() -> impl Strategy<Value = Request> {
         proptest::option::of(name()).prop_map(Request::Watch),
         (name(), routes()).prop_map(|(name, routes)| Request::RouteAdd { name, routes }),
         (name(), routes()).prop_map(|(name, routes)| Request::RouteRemove { name, routes }),
+        (
+            proptest::option::of(name()),
+            proptest::option::of(
+                (any::<[u8; 4]>(), 1u16..).prop_filter_map(
+                    "a probe must be connectable",
+                    |(a, port)| ztun_proto::parse_probe(&format!("{}:{port}", Ipv4Addr::from(a)))
+                        .ok(),
+                )
+            ),
+            proptest::option::of(
+                "[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9]{0,10}){0,3}"
+                    .prop_filter_map("a host name", |n| ztun_proto::parse_dns_name(&n).ok()),
+            ),
+        )
+            .prop_map(|(name, probe, dns_name)| Request::Doctor {
+                name,
+                probe,
+                dns_name,
+            }),
     ]
 }
 
@@ -138,6 +157,13 @@ fn plist_value() -> impl Strategy<Value = Value> {
         "state",
         "interface",
         "route",
+        "probe",
+        "dns_name",
+        "checks",
+        "check",
+        "detail",
+        "millis",
+        "fix",
     ]);
     let leaf = prop_oneof![
         any::<bool>().prop_map(Value::Boolean),
@@ -151,6 +177,8 @@ fn plist_value() -> impl Strategy<Value = Value> {
             "status",
             "route.add",
             "watch",
+            "doctor",
+            "203.0.113.5:443",
             "203.0.113.0/24",
             "work",
             "1"

@@ -413,6 +413,59 @@ fn status_and_watch_take_an_optional_name() {
 }
 
 #[test]
+fn doctor_takes_an_optional_name_probe_and_dns_name() {
+    let all = Request::from_value(&dict(&[("v", i(1)), ("op", s("doctor"))])).unwrap();
+    assert_eq!(
+        all,
+        Request::Doctor {
+            name: None,
+            probe: None,
+            dns_name: None
+        }
+    );
+    assert_eq!(all.to_value(), dict(&[("v", i(1)), ("op", s("doctor"))]));
+    let one = Request::from_value(&dict(&[
+        ("v", i(1)),
+        ("op", s("doctor")),
+        ("name", s("work")),
+        ("probe", s("[2001:db8::5]:443")),
+        ("dns_name", s("WWW.Example.Test.")),
+    ]))
+    .unwrap();
+    assert_eq!(
+        one,
+        Request::Doctor {
+            name: Some("work".parse().unwrap()),
+            probe: Some("[2001:db8::5]:443".parse().unwrap()),
+            dns_name: Some("www.example.test".into()),
+        }
+    );
+}
+
+#[test]
+fn doctor_errors_name_the_field() {
+    let doctor = |key: &str, value: Value| dict(&[("v", i(1)), ("op", s("doctor")), (key, value)]);
+    assert_invalid(
+        &doctor("probe", s("www.example.test:443")),
+        "probe",
+        "is not an address and port like 203.0.113.5:443",
+    );
+    assert_invalid(
+        &doctor("probe", s("203.0.113.5:0")),
+        "probe",
+        "port 0 cannot be connected to",
+    );
+    assert_invalid(
+        &doctor("dns_name", s("not a name")),
+        "dns_name",
+        "is not a host name like www.example.com",
+    );
+    assert_invalid(&doctor("name", s("-x")), "name", "may use only letters");
+    let e = decode_err(&doctor("probe", i(443)));
+    assert_eq!(e.to_string(), "probe: expected string, got integer");
+}
+
+#[test]
 fn only_changes_are_mutating() {
     let mutating: Vec<&str> = Op::ALL
         .iter()

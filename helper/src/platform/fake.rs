@@ -3,6 +3,7 @@
 //! fake router does), including what happens after a crash.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::IpNet;
@@ -17,6 +18,7 @@ pub enum Call {
     AddRoute(RouteEntry),
     DeleteRoute(RouteEntry),
     LookupRoute(IpNet),
+    RouteTo(IpAddr),
     PhysicalGateway,
     BindToInterface(String),
 }
@@ -202,6 +204,25 @@ impl Platform for FakePlatform {
             .iter()
             .find(|(d, _)| *d == dst)
             .map(|(_, r)| r.clone()))
+    }
+
+    /// The longest prefix in the table that holds `dst`, else the physical
+    /// network's default route, as a kernel would choose.
+    async fn route_to(&self, dst: IpAddr) -> Result<Option<KernelRoute>, PlatformError> {
+        let mut s = self.state();
+        s.calls.push(Call::RouteTo(dst));
+        let best = s
+            .table
+            .iter()
+            .filter(|(d, _)| d.contains(&dst))
+            .max_by_key(|(d, _)| d.prefix_len())
+            .map(|(_, r)| r.clone());
+        Ok(best.or_else(|| {
+            s.physical.as_ref().map(|p| KernelRoute {
+                interface: p.interface.clone(),
+                gateway: if dst.is_ipv4() { p.v4 } else { p.v6 },
+            })
+        }))
     }
 
     async fn interface_addresses(

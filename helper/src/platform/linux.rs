@@ -20,10 +20,12 @@ use ztun_proto::InterfaceAddress;
 use super::{DeviceConfig, KernelRoute, Platform, PlatformError};
 use crate::routes::{PhysicalGateway, RouteEntry, RouteTarget};
 
-/// errno values netlink reports (asm-generic/errno-base.h).
+/// errno values netlink reports (asm-generic/errno-base.h, asm-generic/errno.h).
 const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
+const ENETUNREACH: i32 = 101;
+const EHOSTUNREACH: i32 = 113;
 const EBUSY: i32 = 16;
 /// Times a dump is asked again after the kernel interrupted it.
 const DUMP_RETRIES: u32 = 8;
@@ -270,6 +272,33 @@ impl Platform for LinuxPlatform {
             .into_iter()
             .find(|r| destination(r) == Some(dst));
         let Some(route) = found else { return Ok(None) };
+        let Some(index) = oif(&route) else {
+            return Ok(None);
+        };
+        Ok(Some(KernelRoute {
+            interface: self.name_of(index).await?,
+            gateway: gateway(&route),
+        }))
+    }
+
+    async fn route_to(&self, dst: IpAddr) -> Result<Option<KernelRoute>, PlatformError> {
+        // RTM_GETROUTE with RTA_DST and without NLM_F_DUMP is `ip route get`:
+        // the kernel resolves one packet's route, rules and all.
+        let mut query = RouteMessage::default();
+        let (family, len, address) = match dst {
+            IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
+            IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+        };
+        query.header.address_family = family;
+        query.header.destination_prefix_length = len;
+        query.attributes.push(RouteAttribute::Destination(address));
+        let mut replies = self.netlink.route().get(query).execute();
+        let route = match replies.try_next().await {
+            Ok(Some(route)) => route,
+            Ok(None) => return Ok(None),
+            Err(e) if matches!(errno(&e), Some(ENETUNREACH | EHOSTUNREACH)) => return Ok(None),
+            Err(e) => return Err(PlatformError::RouteRead(to_io(e))),
+        };
         let Some(index) = oif(&route) else {
             return Ok(None);
         };

@@ -90,6 +90,16 @@ pub trait Platform: Send + Sync + 'static {
         dst: IpNet,
     ) -> impl Future<Output = Result<Option<KernelRoute>, PlatformError>> + Send;
 
+    /// The route the kernel would send a packet to `dst` through now: the
+    /// longest match, after every more specific route and (on Linux) policy
+    /// rule, as `ip route get` and `route -n get` answer. `None` when the
+    /// kernel has no route there. `ztunctl doctor --live` asks it which
+    /// tunnel a probe or a DNS resolver goes through.
+    fn route_to(
+        &self,
+        dst: IpAddr,
+    ) -> impl Future<Output = Result<Option<KernelRoute>, PlatformError>> + Send;
+
     /// The addresses on `interface` as the kernel holds them now, each with
     /// its point-to-point peer when it has one (S2).
     fn interface_addresses(

@@ -241,7 +241,7 @@ impl EchoForwarder {
 }
 
 /// One datagram and its sender, from a socket of a known family.
-fn receive(fd: RawFd, v6: bool, buf: &mut [u8]) -> io::Result<(usize, Option<IpAddr>)> {
+pub(crate) fn receive(fd: RawFd, v6: bool, buf: &mut [u8]) -> io::Result<(usize, Option<IpAddr>)> {
     if v6 {
         let (len, from) = recvfrom::<SockaddrIn6>(fd, buf)?;
         Ok((len, from.map(|a| IpAddr::V6(a.ip()))))

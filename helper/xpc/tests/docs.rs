@@ -82,10 +82,12 @@ const NAMING_KEYS: [&str; 3] = ["op", "event", "ok"];
 
 /// Keys the protocol leaves out when they have no value (docs/protocol.md),
 /// which the fixtures happen to carry everywhere they appear.
-const ALSO_OPTIONAL: [(&str, &str); 3] = [
+const ALSO_OPTIONAL: [(&str, &str); 5] = [
     ("TunnelStatus", "ipv6"),
     ("TunnelStatus", "addresses[].peer"),
     ("event-error", "name"),
+    ("reply-doctor", "checks[].tunnel"),
+    ("reply-doctor", "checks[].fix"),
 ];
 
 fn optional(fixture: &str, path: &str, ty: String) -> String {

@@ -28,7 +28,7 @@ fn the_golden_fixtures_are_all_here_and_each_is_a_dictionary() {
     // helper/proto/tests/golden.rs pins one per message kind (and fails on
     // a missing one); this floor keeps the round trip below from passing
     // over an empty or misplaced directory.
-    assert!(all.len() >= 20, "only {} fixtures", all.len());
+    assert!(all.len() >= 22, "only {} fixtures", all.len());
     for (name, value) in &all {
         assert!(matches!(value, Value::Dictionary(_)), "{name}");
     }

@@ -742,6 +742,18 @@ impl RouteMessage {
         m
     }
 
+    /// `RTM_GET` for the route a packet to `dst` takes (DST without
+    /// NETMASK: xnu's `route_output` then does a longest-match lookup,
+    /// `rtalloc1`, as `route -n get ADDRESS` does). `RTA_IFP` as in
+    /// [`get_exact`](Self::get_exact), so the reply names the interface.
+    pub fn get_to(dst: IpAddr, seq: i32) -> Self {
+        let mut m = RouteMessage::new(RTM_GET, seq);
+        m.addrs = RouteAddrs::default()
+            .with(Rtax::Dst, SockAddr::from_ip(dst))
+            .with(Rtax::Ifp, SockAddr::Link(LinkAddr::default()));
+        m
+    }
+
     /// `RTM_GET` for the (unscoped, primary) default route of one family:
     /// where the physical network's gateway and interface are found.
     pub fn get_default(ipv6: bool, seq: i32) -> Self {
@@ -1255,6 +1267,26 @@ mod tests {
         assert_eq!(&expected[12..16], &[0x15, 0x00, 0x00, 0x00]);
         let m = RouteMessage::get_exact(net("198.51.100.7/32"), 3);
         assert_eq!(m.to_bytes().unwrap(), expected);
+    }
+
+    #[test]
+    fn get_route_to_one_address_has_no_netmask() {
+        let expected = cat(&[
+            &header(128, RTM_GET, 0, 0, 0x11, 0, 5, 0), // DST|IFP, flags 0
+            &[0x10, 0x02, 0, 0, 203, 0, 113, 5, 0, 0, 0, 0, 0, 0, 0, 0], // DST
+            // IFP: empty sockaddr_dl (sdl_len 20, AF_LINK, all else zero)
+            &[
+                0x14, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        ]);
+        assert_eq!(&expected[..4], &[0x80, 0x00, 0x05, 0x04]);
+        let m = RouteMessage::get_to("203.0.113.5".parse().unwrap(), 5);
+        assert_eq!(m.to_bytes().unwrap(), expected);
+        let v6 = RouteMessage::get_to("2001:db8::5".parse().unwrap(), 5)
+            .to_bytes()
+            .unwrap();
+        assert_eq!(v6.len(), 92 + 28 + 20);
+        assert_eq!(&v6[12..16], &[0x11, 0x00, 0x00, 0x00]);
     }
 
     #[test]

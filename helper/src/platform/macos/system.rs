@@ -221,6 +221,29 @@ impl Platform for MacosPlatform {
         }))
     }
 
+    async fn route_to(&self, dst: IpAddr) -> Result<Option<KernelRoute>, PlatformError> {
+        let reply = match self
+            .exchange(RouteMessage::get_to(dst, self.next_seq()))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(ESRCH) => return Ok(None),
+            Err(e) => return Err(PlatformError::RouteRead(e)),
+        };
+        let Some(interface) = reply.interface_name() else {
+            return Ok(None);
+        };
+        let gateway = if reply.flags & RTF_GATEWAY != 0 {
+            reply.gateway_ip()
+        } else {
+            None
+        };
+        Ok(Some(KernelRoute {
+            interface: interface.to_owned(),
+            gateway,
+        }))
+    }
+
     async fn interface_addresses(
         &self,
         interface: &str,
