@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod daemon;
+pub mod device;
 pub mod doctor;
 pub mod fault;
 pub mod platform;

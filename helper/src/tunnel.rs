@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use ztun_engine::{DropReason, Engine, EngineConfig, Event, FlowId, Unreachable};
 use ztun_proto::Counters;
 
+use crate::device::{lost_one_packet, Batch, PacketDevice};
 use crate::relay::echo::{EchoForwarder, EchoKey};
 use crate::relay::socks5::{self, Address};
 use crate::relay::Relay;
@@ -39,31 +40,9 @@ pub const DATAGRAMS_PER_FLOW: usize = 64;
 /// over TCP (RFC 7766).
 const DNS_PORT: u16 = 53;
 
-/// Packets taken from the device per wakeup before the engine's events and
-/// output are processed: one pass of that work serves the whole batch.
-pub const READ_BATCH: usize = 64;
-
-/// The packet device the data plane reads from and writes to.
-pub trait PacketDevice: Send + Sync + 'static {
-    fn recv(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> + Send;
-    /// A packet if one is waiting now; `WouldBlock` otherwise.
-    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize>;
-    fn send(&self, buf: &[u8]) -> impl std::future::Future<Output = io::Result<usize>> + Send;
-}
-
-impl PacketDevice for tun_rs::AsyncDevice {
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        tun_rs::AsyncDevice::recv(self, buf).await
-    }
-
-    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        tun_rs::AsyncDevice::try_recv(self, buf)
-    }
-
-    async fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        tun_rs::AsyncDevice::send(self, buf).await
-    }
-}
+/// Device reads taken per wakeup before the engine's events and output are
+/// processed: one pass of that work serves them all.
+pub const READS_PER_WAKEUP: usize = 64;
 
 /// What relay tasks tell the engine task.
 enum Upstream {
@@ -140,8 +119,10 @@ pub async fn run<D: PacketDevice>(
         chunk: vec![0; CHUNK],
     };
     dp.tasks.spawn(relay.keep_watch());
-    let mut rx = vec![0_u8; mtu.max(1500)];
-    let mut tx = vec![0_u8; mtu.max(1500)];
+    let mtu = mtu.max(1280);
+    let mut scratch = device.scratch();
+    let mut rx = Batch::for_receive(device.headroom(), mtu);
+    let mut tx = Batch::for_send(device.headroom(), mtu);
     let mut refresh = tokio::time::interval(Duration::from_millis(100));
     let mut rates = RateMeter::default();
     loop {
@@ -156,14 +137,14 @@ pub async fn run<D: PacketDevice>(
             }
         };
         tokio::select! {
-            n = device.recv(&mut rx) => {
-                engine.handle_packet(&rx[..n?], now());
-                for _ in 1..READ_BATCH {
-                    match device.try_recv(&mut rx) {
-                        Ok(n) => engine.handle_packet(&rx[..n], now()),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
+            read = device.recv_batch(&mut scratch, &mut rx) => {
+                received(&mut engine, &rx, read, &now)?;
+                for _ in 1..READS_PER_WAKEUP {
+                    let read = device.try_recv_batch(&mut scratch, &mut rx);
+                    if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                        break;
                     }
+                    received(&mut engine, &rx, read, &now)?;
                 }
             }
             Some(msg) = dp.inbox.1.recv() => dp.upstream(&mut engine, msg),
@@ -183,15 +164,47 @@ pub async fn run<D: PacketDevice>(
         loop {
             dp.events(&mut engine);
             let mut sent = false;
-            while let Some(n) = engine.poll_transmit(&mut tx, now()) {
-                device.send(&tx[..n]).await?;
+            while let Some(slot) = tx.next_slot() {
+                let Some(n) = engine.poll_transmit(slot, now()) else {
+                    break;
+                };
+                tx.push(n);
+                if tx.is_full() {
+                    device.send_batch(&mut scratch, &mut tx).await?;
+                }
                 sent = true;
             }
+            device.send_batch(&mut scratch, &mut tx).await?;
             if !sent {
                 break;
             }
         }
         dp.events(&mut engine);
+    }
+}
+
+/// Feeds a batch read from the device to the engine. A read that lost only
+/// its packet (one tun-rs could not split) is logged and the tunnel goes on;
+/// a failed device ends the data plane.
+fn received(
+    engine: &mut Engine,
+    rx: &Batch,
+    read: io::Result<()>,
+    now: &impl Fn() -> ztun_engine::Instant,
+) -> io::Result<()> {
+    match read {
+        Ok(()) => {
+            let at = now();
+            for packet in rx.packets() {
+                engine.handle_packet(packet, at);
+            }
+            Ok(())
+        }
+        Err(e) if lost_one_packet(&e) => {
+            tracing::debug!("a packet from the device was dropped: {e}");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

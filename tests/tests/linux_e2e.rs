@@ -734,10 +734,12 @@ fn full_mode_without_ipv6_refuses_ipv6_at_once_instead_of_leaking_it() {
         seen.iter().all(|(_, secs)| *secs < 0.5),
         "refused at once: {seen:?}"
     );
-    let json = status_json(&t, "all");
+    // Counters reach status within the data plane's 100 ms refresh.
     assert!(
-        json.contains("\"rejected\": "),
-        "counted as rejected: {json}"
+        eventually(Duration::from_secs(2), || status_json(&t, "all")
+            .contains("\"rejected\": ")),
+        "counted as rejected: {}",
+        status_json(&t, "all")
     );
     t.ztunctl_ok(&["down", "all"]).unwrap();
 

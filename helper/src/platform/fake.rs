@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ipnet::IpNet;
 
 use super::{DeviceConfig, KernelRoute, Platform, PlatformError};
+use crate::device::NullDevice;
 use crate::routes::{PhysicalGateway, RouteEntry};
 
 /// One recorded call.
@@ -111,28 +112,10 @@ impl FakePlatform {
     }
 }
 
-/// A device that never delivers a packet and swallows every one sent.
-#[derive(Debug)]
-pub struct FakeDevice;
-
-impl crate::tunnel::PacketDevice for FakeDevice {
-    async fn recv(&self, _buf: &mut [u8]) -> io::Result<usize> {
-        std::future::pending().await
-    }
-
-    fn try_recv(&self, _buf: &mut [u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::WouldBlock.into())
-    }
-
-    async fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        Ok(buf.len())
-    }
-}
-
 impl Platform for FakePlatform {
-    type Device = FakeDevice;
+    type Device = NullDevice;
 
-    fn create_device(&self, config: &DeviceConfig) -> Result<(FakeDevice, String), PlatformError> {
+    fn create_device(&self, config: &DeviceConfig) -> Result<(NullDevice, String), PlatformError> {
         let mut s = self.state();
         let name = config
             .name
@@ -154,7 +137,7 @@ impl Platform for FakePlatform {
                 },
             ));
         }
-        Ok((FakeDevice, name))
+        Ok((NullDevice, name))
     }
 
     async fn add_route(&self, entry: &RouteEntry) -> Result<(), PlatformError> {

@@ -226,7 +226,10 @@ impl Platform for LinuxPlatform {
         &self,
         config: &DeviceConfig,
     ) -> Result<(Self::Device, String), PlatformError> {
-        let mut builder = super::device_builder(config).packet_information(false);
+        // Offloads: TSO super-segments in, coalesced writes out (device.rs).
+        let mut builder = super::device_builder(config)
+            .packet_information(false)
+            .offload(true);
         if let Some(name) = &config.name {
             builder = builder.name(name.clone());
         }

@@ -63,7 +63,7 @@ pub enum PlatformError {
 /// The operating system, as the daemon needs it.
 pub trait Platform: Send + Sync + 'static {
     /// The open tunnel device (read and write packets through it).
-    type Device: crate::tunnel::PacketDevice;
+    type Device: crate::device::PacketDevice;
 
     /// Creates the tunnel device with its address, peer and MTU, and returns
     /// it with the name the kernel gave it.
