@@ -8,6 +8,8 @@
 #                           # connections and 0 close-propagation failures
 #   bench/run.sh --only ztun,kernel     # some configurations
 #   bench/run.sh --out FILE             # the table elsewhere (default: docs/benchmarks.md)
+#   bench/run.sh --perf --only ztun     # also profile the relay during TCP up (perf, cpu-clock):
+#                                       # the top of the profile goes to bench/profile-CONFIG.txt
 #
 # Topology (documentation addresses only; the root namespace is untouched):
 #
@@ -24,13 +26,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-quick=0 only="" out=docs/benchmarks.md args="$*"
+quick=0 perf=0 only="" out=docs/benchmarks.md args="$*"
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
+    --perf) perf=1 ;;
     --only) only=${2:?--only needs a comma-separated list}; shift ;;
     --out) out=${2:?--out needs a file}; shift ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -40,7 +43,8 @@ done
 # What the suite needs, installed if missing (without starting services).
 need=()
 for tool in ip:iproute2 iperf3:iperf3 curl:curl python3:python3 danted:dante-server \
-  microsocks:microsocks proxychains4:proxychains4 redsocks:redsocks iptables:iptables ping:iputils-ping; do
+  microsocks:microsocks proxychains4:proxychains4 redsocks:redsocks iptables:iptables ping:iputils-ping \
+  perf:linux-perf; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 scripts/apt-install.sh "${need[@]}"
@@ -156,7 +160,8 @@ wait_for 10 in_c curl -sf --max-time 1 --socks5 $PROXY:1081 http://$SERVER:8080/
 
 # record CONFIG METRIC VALUE
 record() { printf '{"config":"%s","metric":"%s","value":%s}\n' "$1" "$2" "$3" >>"$results"; }
-jget() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1"; }
+# jget EXPR: EXPR over iperf3's JSON (as d) on stdin; empty when it does not apply.
+jget() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1" 2>/dev/null || true; }
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 vm() { awk -v k="$2:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
@@ -259,12 +264,18 @@ iperf() { # iperf CONFIG METRIC ARGS...: runs iperf3, records Gbit/s (UDP: and l
     record "$cfg" "$metric" null
     return
   fi
-  local gbps
+  local gbps loss
   if [[ " $* " == *" -u "* ]]; then
     gbps=$(jget '"%.3f" % (d["end"]["sum"]["bits_per_second"] * (100 - d["end"]["sum"]["lost_percent"]) / 100 / 1e9)' <<<"$json")
-    record "$cfg" udp_loss_pct "$(jget '"%.2f" % d["end"]["sum"]["lost_percent"]' <<<"$json")"
+    loss=$(jget '"%.2f" % d["end"]["sum"]["lost_percent"]' <<<"$json")
+    record "$cfg" udp_loss_pct "${loss:-null}"
   else
     gbps=$(jget '"%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9)' <<<"$json")
+  fi
+  if [ -z "$gbps" ]; then
+    echo "    $metric: iperf3 gave no result: $(jget 'd.get("error", "no summary")' <<<"$json")" >&2
+    record "$cfg" "$metric" null
+    return
   fi
   record "$cfg" "$metric" "$gbps"
   echo "    $metric: $gbps Gbit/s"
@@ -297,7 +308,18 @@ measure() { # measure CONFIG
   zb "$cfg" close --count "$close_n"
   zb "$cfg" latency --count "$lat_n"
   [ -z "$relay_pid" ] || { t0=$(ticks "$relay_pid"); w0=$(date +%s.%N); }
+  local profiler=""
+  if [ $perf = 1 ] && [ -n "$relay_pid" ]; then
+    perf record -q -F 999 -g -p "$relay_pid" -o "$work/perf-$cfg.data" -- sleep "$secs" >/dev/null 2>&1 &
+    profiler=$!
+  fi
   iperf "$cfg" tcp_up_gbps
+  if [ -n "$profiler" ]; then
+    wait "$profiler" || true
+    perf report -q -i "$work/perf-$cfg.data" --no-children --percent-limit 1 --stdio -g none \
+      --sort dso,symbol 2>/dev/null | sed '/^$/d' >"bench/profile-$cfg.txt" || true
+    echo "    profile: bench/profile-$cfg.txt"
+  fi
   if [ -n "$relay_pid" ]; then
     t1=$(ticks "$relay_pid"); w1=$(date +%s.%N)
     record "$cfg" cpu_pct "$(python3 -c 'import os, sys; t1, t0, w1, w0 = map(float, sys.argv[1:]); print("%.0f" % ((t1 - t0) / os.sysconf("SC_CLK_TCK") / (w1 - w0) * 100))' "$t1" "$t0" "$w1" "$w0")"

@@ -586,3 +586,27 @@ fn readable_is_edge_triggered_and_backpressures_the_client() {
     assert_eq!(f.received.bytes, 100_000);
     assert_eq!(f.received.mismatch_at, None);
 }
+
+#[test]
+fn a_flow_closed_on_both_sides_is_freed_at_once_not_at_the_next_sweep() {
+    let mut h = checked(config());
+    // The client closes first; the daemon answers after the client's FIN
+    // and closes too, so the engine's socket ends in LAST-ACK, then CLOSED.
+    h.daemon.script = DaemonScript {
+        send: 10,
+        send_after_read_closed: true,
+        ..DaemonScript::default()
+    };
+    let c = h.connect(server(80), 45100, 100, 4096);
+    assert!(h.run_until(Duration::from_secs(5), |h| h
+        .daemon
+        .flows
+        .values()
+        .any(|f| f.closed)));
+    assert_eq!(h.conns[c].received.bytes, 10);
+    assert_eq!(
+        h.engine.tcp_flow_count(),
+        0,
+        "its buffers are freed when smoltcp is done, not up to a second later"
+    );
+}
