@@ -2,6 +2,7 @@
 # Runs each fuzz target for SECS seconds (default 60) and reports executions.
 #   scripts/fuzz.sh              # every target, 60 s each
 #   scripts/fuzz.sh 300 control_frame
+#   FUZZ_RUNS=10000000 scripts/fuzz.sh 7200   # 10M executions each, at most 2 h
 # Needs the nightly toolchain (installed by rustup if missing) and cargo-fuzz.
 # Crashes land in fuzz/artifacts/TARGET/; fix the bug, add a unit test, and
 # keep the input in fuzz/regressions/TARGET/ so every run replays it.
@@ -106,13 +107,15 @@ for t in "${targets[@]}"; do
   seed "$t"
   log=$(mktemp)
   echo "==> fuzz $t for ${secs}s"
-  if ! cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 >"$log" 2>&1; then
+  limits=(-max_total_time="$secs" -rss_limit_mb=2048)
+  [ -z "${FUZZ_RUNS:-}" ] || limits+=(-runs="$FUZZ_RUNS")
+  if ! cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- "${limits[@]}" >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz $t: CRASH; the input is in fuzz/artifacts/$t/" >&2
     exit 1
   fi
   done_line=$(grep -E '^Done [0-9]+ runs' "$log" | tail -1)
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
-  echo "fuzz $t: ${done_line:-no summary} (${cov:-cov unknown}), no crash"
+  echo "fuzz $t: ${done_line:-no summary} (${cov:-cov unknown}, $(grep -oE 'ft: [0-9]+' "$log" | tail -1 || true)), no crash"
   rm -f "$log"
 done
