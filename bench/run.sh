@@ -9,7 +9,7 @@
 #   bench/run.sh --only ztun,kernel     # some configurations
 #   bench/run.sh --out FILE             # the table elsewhere (default: docs/benchmarks.md)
 #   bench/run.sh --perf --only ztun     # also profile the relay during TCP up (perf, cpu-clock):
-#                                       # the top of the profile goes to bench/profile-CONFIG.txt
+#                                       # the top of the profile goes to target/bench-profile-CONFIG.txt
 #
 # Topology (documentation addresses only; the root namespace is untouched):
 #
@@ -317,8 +317,9 @@ measure() { # measure CONFIG
   if [ -n "$profiler" ]; then
     wait "$profiler" || true
     perf report -q -i "$work/perf-$cfg.data" --no-children --percent-limit 1 --stdio -g none \
-      --sort dso,symbol 2>/dev/null | sed '/^$/d' >"bench/profile-$cfg.txt" || true
-    echo "    profile: bench/profile-$cfg.txt"
+      --sort dso,symbol 2>/dev/null | sed -E '/^$/d; s/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' \
+      >"target/bench-profile-$cfg.txt" || true
+    echo "    profile: target/bench-profile-$cfg.txt"
   fi
   if [ -n "$relay_pid" ]; then
     t1=$(ticks "$relay_pid"); w1=$(date +%s.%N)
@@ -371,6 +372,6 @@ if [ $quick = 1 ]; then
   python3 bench/report.py "$results" --check-quick "${ran[@]}"
 else
   python3 bench/report.py "$results" --splice "$out" <"$work/table.md"
-  cp "$results" bench/last-run.jsonl
-  echo "==> written to $out (raw figures: bench/last-run.jsonl)"
+  cp "$results" "${out%.md}.jsonl"
+  echo "==> written to $out (raw figures: ${out%.md}.jsonl)"
 fi

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use ztun_tests::servers;
-use ztun_tests::{can_run, Topology, SERVER};
+use ztun_tests::{can_run, eventually, Topology, SERVER};
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -68,6 +68,16 @@ fn mixed_traffic_for_a_bounded_time_grows_nothing() {
         )
         .unwrap();
     http.log_to(&t.dir.join("http.log")).unwrap();
+    // Listening before the first fetch: otherwise the helper's connection is
+    // refused and the client sees that as a failed round.
+    let url = format!("http://{SERVER}:8080/file");
+    assert!(
+        eventually(Duration::from_secs(10), || t
+            .server
+            .exec_unchecked("curl", &["-s", "-o", "/dev/null", &url])
+            .is_ok_and(|o| o.status.success())),
+        "http server on {SERVER}:8080 answers"
+    );
     let _echo = servers::udp_echo(&t.server, SERVER, 7000).unwrap();
     let helper = t.start_helper().unwrap();
     t.ztunctl_ok(&[
@@ -80,7 +90,6 @@ fn mixed_traffic_for_a_bounded_time_grows_nothing() {
         "forward",
     ])
     .unwrap();
-    let url = format!("http://{SERVER}:8080/file");
     let got = t.dir.join("got");
     // One source port for the whole soak: each new port would be a new UDP
     // mapping, holding its socket for the 60 s idle timeout (not growth).
@@ -106,7 +115,13 @@ fn mixed_traffic_for_a_bounded_time_grows_nothing() {
             )
             .unwrap();
         if !fetched.status.success() || std::fs::read(&got).unwrap_or_default() != file {
-            eprintln!("fetch: {}", String::from_utf8_lossy(&fetched.stderr).trim());
+            eprintln!(
+                "fetch: {}\nstatus then: {}",
+                String::from_utf8_lossy(&fetched.stderr).trim(),
+                t.ztunctl(&["status", "--json", "soak"])
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            );
             failures += 1;
         }
         let round_trips = t.client.exec_unchecked("python3", &["-c", &udp]).unwrap();
