@@ -429,6 +429,24 @@ while True:
     s.sendto(d, src)
 ";
 
+/// python's http.server on `addr:port` serving `dir`; waits until it
+/// listens. Its request log goes to `dir/http.log`, where a test reads
+/// which source address it saw.
+pub fn http(ns: &Netns, dir: &Path, addr: &str, port: u16) -> io::Result<Process> {
+    ip(addr)?;
+    let dir_s = path_str(dir)?;
+    let log = dir.join("http.log");
+    // Positional parameters keep the paths out of the shell's parsing.
+    let script = "exec python3 -m http.server --bind \"$1\" \"$2\" --directory \"$3\" 2>\"$4\"";
+    let port_s = port.to_string();
+    start(
+        ns,
+        "sh",
+        &["-c", script, "sh", addr, &port_s, dir_s, path_str(&log)?],
+        |_| listening(ns, Proto::Tcp, addr, port),
+    )
+}
+
 /// A UDP server on `addr:port` that sends every datagram back, unchanged,
 /// to the address and port it came from.
 pub fn udp_echo(ns: &Netns, addr: &str, port: u16) -> io::Result<Process> {

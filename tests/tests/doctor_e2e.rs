@@ -14,10 +14,9 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ztun_tests::servers;
-use ztun_tests::{can_run, eventually, Netns, Process, Topology, SERVER};
+use ztun_tests::{can_run, Netns, Process, Topology, SERVER};
 
 const NAME: &str = "www.example.test";
 /// The address dnsmasq answers for [`NAME`].
@@ -68,33 +67,9 @@ impl Drop for NetnsResolvConf {
     }
 }
 
-/// python's http.server on `SERVER`:8080; waits until it answers.
+/// python's http.server on `SERVER`:8080, serving the test's directory.
 fn http_server(t: &Topology) -> Process {
-    let dir = t.dir.to_str().unwrap();
-    let p = t
-        .server
-        .spawn(
-            "python3",
-            &[
-                "-m",
-                "http.server",
-                "--bind",
-                SERVER,
-                "8080",
-                "--directory",
-                dir,
-            ],
-        )
-        .unwrap();
-    let url = format!("http://{SERVER}:8080/");
-    assert!(
-        eventually(Duration::from_secs(10), || t
-            .server
-            .exec_unchecked("curl", &["-s", "-o", "/dev/null", &url])
-            .is_ok_and(|o| o.status.success())),
-        "http server on {SERVER}:8080 answers"
-    );
-    p
+    servers::http(&t.server, &t.dir, SERVER, 8080).unwrap()
 }
 
 /// Runs `ztunctl ARGS`; returns (exit code, stdout), and shows stdout so

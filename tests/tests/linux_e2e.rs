@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use ztun_tests::servers;
 use ztun_tests::{can_run, eventually, Topology, BYPASS, CLIENT_PHYSICAL, SERVER};
 
 fn stdout(out: &std::process::Output) -> String {
@@ -102,20 +103,7 @@ fn a_file_fetched_through_the_tunnel_arrives_intact_from_the_helpers_address() {
         .collect();
     std::fs::write(t.dir.join("file"), &data).unwrap();
     let log = t.dir.join("http.log");
-    let dir = t.dir.to_str().unwrap().to_owned();
-    let _http = t
-        .server
-        .spawn(
-            "sh",
-            &[
-                "-c",
-                &format!(
-                    "exec python3 -m http.server --bind {SERVER} 8080 --directory {dir} 2>{}",
-                    log.display()
-                ),
-            ],
-        )
-        .unwrap();
+    let _http = servers::http(&t.server, &t.dir, SERVER, 8080).unwrap();
     let _helper = t.start_helper().unwrap();
     t.ztunctl_ok(&["up", "--name", "web", "--route", "203.0.113.0/25"])
         .unwrap();
@@ -159,6 +147,16 @@ fn a_udp_request_gets_its_response_through_the_tunnel() {
          while True:\n    d, a = s.recvfrom(65535)\n    s.sendto(d.upper(), a)\n"
     );
     let _echo = t.server.spawn("python3", &["-c", &server]).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || servers::listening(
+            &t.server,
+            servers::Proto::Udp,
+            SERVER,
+            5300
+        )
+        .unwrap_or(false)),
+        "the UDP server is bound before the first datagram"
+    );
     let _helper = t.start_helper().unwrap();
     t.ztunctl_ok(&["up", "--name", "dns", "--route", "203.0.113.0/25"])
         .unwrap();
@@ -789,22 +787,9 @@ fn a_new_physical_link_and_gateway_are_followed_within_two_seconds() {
         .ip(&["addr", "add", "198.18.200.2/24", "dev", "veth-s2"])
         .unwrap();
     t.server.ip(&["link", "set", "veth-s2", "up"]).unwrap();
-    let log = t.dir.join("http.log");
-    let dir = t.dir.to_str().unwrap().to_owned();
     std::fs::write(t.dir.join("file"), vec![7_u8; 64 * 1024]).unwrap();
-    let _http = t
-        .server
-        .spawn(
-            "sh",
-            &[
-                "-c",
-                &format!(
-                    "exec python3 -m http.server --bind {SERVER} 8080 --directory {dir} 2>{}",
-                    log.display()
-                ),
-            ],
-        )
-        .unwrap();
+    let log = t.dir.join("http.log");
+    let _http = servers::http(&t.server, &t.dir, SERVER, 8080).unwrap();
     let _helper = t.start_helper().unwrap();
     t.ztunctl_ok(&[
         "up",

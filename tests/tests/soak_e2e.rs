@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use ztun_tests::servers;
-use ztun_tests::{can_run, eventually, Topology, SERVER};
+use ztun_tests::{can_run, Topology, SERVER};
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -50,34 +50,8 @@ fn mixed_traffic_for_a_bounded_time_grows_nothing() {
     let t = Topology::new("soak").unwrap();
     let file: Vec<u8> = (0..1024 * 1024_u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(t.dir.join("file"), &file).unwrap();
-    let dir = t.dir.to_str().unwrap().to_owned();
-    // Its request log goes to a file: an unread pipe fills and stalls it.
-    let mut http = t
-        .server
-        .spawn(
-            "python3",
-            &[
-                "-m",
-                "http.server",
-                "--bind",
-                SERVER,
-                "8080",
-                "--directory",
-                &dir,
-            ],
-        )
-        .unwrap();
-    http.log_to(&t.dir.join("http.log")).unwrap();
-    // Listening before the first fetch: otherwise the helper's connection is
-    // refused and the client sees that as a failed round.
+    let _http = servers::http(&t.server, &t.dir, SERVER, 8080).unwrap();
     let url = format!("http://{SERVER}:8080/file");
-    assert!(
-        eventually(Duration::from_secs(10), || t
-            .server
-            .exec_unchecked("curl", &["-s", "-o", "/dev/null", &url])
-            .is_ok_and(|o| o.status.success())),
-        "http server on {SERVER}:8080 answers"
-    );
     let _echo = servers::udp_echo(&t.server, SERVER, 7000).unwrap();
     let helper = t.start_helper().unwrap();
     t.ztunctl_ok(&[

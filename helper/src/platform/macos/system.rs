@@ -126,6 +126,21 @@ impl MacosPlatform {
 }
 
 /// Prefix length of a netmask given as an address (`255.255.255.0` → 24).
+/// Where an `RTM_GET` reply says the kernel sends packets: its interface, and
+/// its gateway when the route has one.
+fn kernel_route(reply: &RouteMessage) -> Option<KernelRoute> {
+    let interface = reply.interface_name()?;
+    let gateway = if reply.flags & RTF_GATEWAY != 0 {
+        reply.gateway_ip()
+    } else {
+        None
+    };
+    Some(KernelRoute {
+        interface: interface.to_owned(),
+        gateway,
+    })
+}
+
 fn prefix_of(mask: IpAddr) -> u8 {
     let ones = match mask {
         IpAddr::V4(m) => u32::from(m).count_ones(),
@@ -207,18 +222,7 @@ impl Platform for MacosPlatform {
         if reply.prefix() != Some(dst) {
             return Ok(None);
         }
-        let Some(interface) = reply.interface_name() else {
-            return Ok(None);
-        };
-        let gateway = if reply.flags & RTF_GATEWAY != 0 {
-            reply.gateway_ip()
-        } else {
-            None
-        };
-        Ok(Some(KernelRoute {
-            interface: interface.to_owned(),
-            gateway,
-        }))
+        Ok(kernel_route(&reply))
     }
 
     async fn route_to(&self, dst: IpAddr) -> Result<Option<KernelRoute>, PlatformError> {
@@ -230,18 +234,7 @@ impl Platform for MacosPlatform {
             Err(e) if e.raw_os_error() == Some(ESRCH) => return Ok(None),
             Err(e) => return Err(PlatformError::RouteRead(e)),
         };
-        let Some(interface) = reply.interface_name() else {
-            return Ok(None);
-        };
-        let gateway = if reply.flags & RTF_GATEWAY != 0 {
-            reply.gateway_ip()
-        } else {
-            None
-        };
-        Ok(Some(KernelRoute {
-            interface: interface.to_owned(),
-            gateway,
-        }))
+        Ok(kernel_route(&reply))
     }
 
     async fn interface_addresses(
