@@ -135,7 +135,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let platform = ztun_helper::platform::linux::LinuxPlatform::new()
         .context("cannot open netlink; is this Linux with rtnetlink?")?;
     #[cfg(target_os = "macos")]
-    let platform = ztun_helper::platform::macos::MacosPlatform::new();
+    let platform =
+        ztun_helper::platform::macos::MacosPlatform::new(ztun_helper::platform::macos::Libc);
     let daemon = Arc::new(
         Daemon::start(platform, &args.state_dir)
             .await

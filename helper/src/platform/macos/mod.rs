@@ -1,15 +1,19 @@
-//! macOS: `utun`, `SIOCAIFADDR`, the `PF_ROUTE` routing socket and
-//! `IP_BOUND_IF` (issue 7).
+//! macOS: utun, `SIOCAIFADDR`, the `PF_ROUTE` routing socket and
+//! `IP_BOUND_IF`.
 //!
-//! The byte codecs (`rtmsg`, `ifreq`) are pure and compiled on every OS, so
-//! they are tested on Linux against byte arrays written from the xnu
-//! headers; only the code that hands those bytes to the kernel
-//! (`system`, the `Platform` implementation) is macOS-only.
+//! Everything but `kernel` compiles and runs on every OS: the byte codecs
+//! (`rtmsg`, `ifreq`) are tested against byte arrays written from the xnu
+//! headers, and the platform (`platform`) makes its decisions over the
+//! `sys::Darwin` syscall seam, which the tests drive with a model of xnu
+//! (helper/tests/xnu). Only `kernel`, the seam's real side, is macOS-only.
 
 pub mod ifreq;
-pub mod rtmsg;
 #[cfg(target_os = "macos")]
-mod system;
+mod kernel;
+mod platform;
+pub mod rtmsg;
+pub mod sys;
 
 #[cfg(target_os = "macos")]
-pub use system::MacosPlatform;
+pub use kernel::Libc;
+pub use platform::MacosPlatform;

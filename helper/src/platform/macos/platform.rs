@@ -1,53 +1,47 @@
-//! The macOS `Platform`: `utun` through tun-rs (its peer set with
-//! `SIOCAIFADDR`, S2), routes through a `PF_ROUTE` socket with the pure
-//! `rtmsg` codec (S3), and outbound sockets pinned with `IP_BOUND_IF` /
-//! `IPV6_BOUND_IF` (S6).
+//! The macOS `Platform`: utun (its peer set with `SIOCAIFADDR`, S2), routes
+//! through a `PF_ROUTE` socket with the pure `rtmsg` codec (S3), and
+//! outbound sockets pinned with `IP_BOUND_IF` / `IPV6_BOUND_IF` (S6).
 //!
-//! Routing-socket exchanges are short blocking writes and reads on a fresh
-//! socket per request, run on tokio's blocking pool: the kernel answers at
-//! once, and a private socket means no other request's reply is in the way.
+//! Every decision is made here, over the [`Darwin`] syscall seam, so this
+//! code compiles and runs on every OS: on a Mac over `kernel.rs`, in the tests
+//! over a model of xnu. Each routing-socket exchange uses a fresh socket: the
+//! kernel answers at once, and a private socket means no other request's
+//! reply is in the way.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 use ztun_proto::InterfaceAddress;
 
 use super::rtmsg::{RouteMessage, SockAddr, RTF_GATEWAY, RTM_ADD, RTM_DELETE};
+use super::sys::{Darwin, RouteSocket, IPPROTO_IP, IPPROTO_IPV6, IPV6_BOUND_IF, IP_BOUND_IF};
 use crate::platform::{DeviceConfig, KernelRoute, Platform, PlatformError};
 use crate::routes::{PhysicalGateway, RouteEntry, RouteTarget};
 
 /// xnu `bsd/sys/errno.h`.
 const ESRCH: i32 = 3;
 const EEXIST: i32 = 17;
-/// xnu `bsd/sys/socket.h`: `PF_ROUTE` (= `AF_ROUTE`).
-const PF_ROUTE: i32 = 17;
 /// How long the kernel may take to answer a routing message.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest routing message read back (a reply is a few hundred bytes).
 const REPLY_BUF: usize = 2048;
 
 #[derive(Debug)]
-pub struct MacosPlatform {
+pub struct MacosPlatform<K> {
+    kernel: Arc<K>,
     seq: AtomicI32,
-    pid: i32,
 }
 
-impl Default for MacosPlatform {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl MacosPlatform {
-    pub fn new() -> Self {
+impl<K: Darwin> MacosPlatform<K> {
+    pub fn new(kernel: K) -> Self {
         Self {
+            kernel: Arc::new(kernel),
             seq: AtomicI32::new(1),
-            pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
         }
     }
 
@@ -62,16 +56,15 @@ impl MacosPlatform {
         let bytes = request
             .to_bytes()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let (pid, seq) = (self.pid, request.seq);
-        tokio::task::spawn_blocking(move || {
-            let socket = Socket::new(Domain::from(PF_ROUTE), Type::RAW, None)?;
-            socket.set_read_timeout(Some(REPLY_TIMEOUT))?;
-            (&socket).write_all(&bytes)?;
-            let mut buf = vec![0_u8; REPLY_BUF];
+        let (pid, seq) = (self.kernel.pid(), request.seq);
+        let socket = self.kernel.route_socket()?;
+        socket.send(&bytes)?;
+        let mut buf = vec![0_u8; REPLY_BUF];
+        let wait = async {
             loop {
                 // Every routing message on the system arrives here; ours is
-                // the one with our pid and seq. A timeout ends the wait.
-                let n = (&socket).read(&mut buf)?;
+                // the one with our pid and seq.
+                let n = socket.recv(&mut buf).await?;
                 let Ok(reply) = RouteMessage::parse(&buf[..n]) else {
                     continue;
                 };
@@ -83,13 +76,15 @@ impl MacosPlatform {
                     };
                 }
             }
-        })
-        .await
-        .map_err(io::Error::other)?
+        };
+        tokio::time::timeout(REPLY_TIMEOUT, wait)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the kernel did not answer"))?
     }
 
-    fn index_of(interface: &str) -> Result<u32, PlatformError> {
-        nix::net::if_::if_nametoindex(interface)
+    fn index_of(&self, interface: &str) -> Result<u32, PlatformError> {
+        self.kernel
+            .if_nametoindex(interface)
             .ok()
             .filter(|i| *i != 0)
             .ok_or_else(|| PlatformError::NoSuchInterface(interface.to_owned()))
@@ -99,7 +94,7 @@ impl MacosPlatform {
         let seq = self.next_seq();
         Ok(match &entry.target {
             RouteTarget::Tunnel { interface } => {
-                let index = u16::try_from(Self::index_of(interface)?)
+                let index = u16::try_from(self.index_of(interface)?)
                     .map_err(|_| PlatformError::NoSuchInterface(interface.clone()))?;
                 RouteMessage::interface_route(kind, entry.dst, index, interface, seq)
             }
@@ -125,7 +120,6 @@ impl MacosPlatform {
     }
 }
 
-/// Prefix length of a netmask given as an address (`255.255.255.0` → 24).
 /// Where an `RTM_GET` reply says the kernel sends packets: its interface, and
 /// its gateway when the route has one.
 fn kernel_route(reply: &RouteMessage) -> Option<KernelRoute> {
@@ -141,34 +135,14 @@ fn kernel_route(reply: &RouteMessage) -> Option<KernelRoute> {
     })
 }
 
-fn prefix_of(mask: IpAddr) -> u8 {
-    let ones = match mask {
-        IpAddr::V4(m) => u32::from(m).count_ones(),
-        IpAddr::V6(m) => u128::from(m).count_ones(),
-    };
-    u8::try_from(ones).unwrap_or(0)
-}
-
-fn ip_of(sa: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
-    sa.as_sockaddr_in()
-        .map(|a| IpAddr::V4(a.ip()))
-        .or_else(|| sa.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
-}
-
-impl Platform for MacosPlatform {
-    type Device = tun_rs::AsyncDevice;
+impl<K: Darwin> Platform for MacosPlatform<K> {
+    type Device = K::Utun;
 
     fn create_device(
         &self,
         config: &DeviceConfig,
     ) -> Result<(Self::Device, String), PlatformError> {
-        // ztun owns its routes: tun-rs must not add one of its own.
-        let mut builder = crate::platform::device_builder(config).associate_route(false);
-        // utun names are the kernel's (`utunN`); another name means "any free one".
-        if let Some(name) = config.name.as_ref().filter(|n| n.starts_with("utun")) {
-            builder = builder.name(name.clone());
-        }
-        crate::platform::open_device(builder)
+        self.kernel.open_utun(config).map_err(PlatformError::Device)
     }
 
     async fn add_route(&self, entry: &RouteEntry) -> Result<(), PlatformError> {
@@ -241,27 +215,9 @@ impl Platform for MacosPlatform {
         &self,
         interface: &str,
     ) -> Result<Vec<InterfaceAddress>, PlatformError> {
-        let all = nix::ifaddrs::getifaddrs().map_err(|e| PlatformError::RouteRead(e.into()))?;
-        Ok(all
-            .filter(|a| a.interface_name == interface)
-            .filter_map(|a| {
-                let ours = ip_of(a.address.as_ref()?)?;
-                let prefix = a
-                    .netmask
-                    .as_ref()
-                    .and_then(ip_of)
-                    .map_or(if ours.is_ipv4() { 32 } else { 128 }, prefix_of);
-                let peer = a
-                    .destination
-                    .as_ref()
-                    .and_then(ip_of)
-                    .filter(|p| *p != ours);
-                Some(InterfaceAddress {
-                    address: IpNet::new(ours, prefix).ok()?,
-                    peer,
-                })
-            })
-            .collect())
+        self.kernel
+            .interface_addresses(interface)
+            .map_err(PlatformError::RouteRead)
     }
 
     async fn physical_gateway(&self) -> Result<Option<PhysicalGateway>, PlatformError> {
@@ -281,21 +237,14 @@ impl Platform for MacosPlatform {
     }
 
     fn network_changes(&self) -> io::Result<tokio::sync::mpsc::Receiver<()>> {
-        let socket = Socket::new(Domain::from(PF_ROUTE), Type::RAW, None)?;
-        socket.set_nonblocking(true)?;
-        let socket = crate::platform::register(socket)?;
+        let socket = self.kernel.route_socket()?;
         let (tx, rx) = crate::platform::change_channel();
-        let pid = self.pid;
+        let pid = self.kernel.pid();
         tokio::spawn(async move {
             let mut buf = vec![0_u8; 8192];
             loop {
-                let Ok(mut ready) = socket.readable().await else {
+                let Ok(n) = socket.recv(&mut buf).await else {
                     return;
-                };
-                let n = match ready.try_io(|s| s.get_ref().read(&mut buf)) {
-                    Ok(Ok(n)) => n,
-                    Ok(Err(_)) => return,
-                    Err(_would_block) => continue,
                 };
                 // Routes, addresses, interfaces changed by someone else: a
                 // reason to look again (the daemon debounces bursts).
@@ -313,13 +262,14 @@ impl Platform for MacosPlatform {
     }
 
     fn bind_to_interface(&self, socket: &Socket, interface: &str) -> io::Result<()> {
-        let index = NonZeroU32::new(Self::index_of(interface).map_err(io::Error::other)?)
-            .ok_or_else(|| io::Error::other(format!("no interface named {interface}")))?;
+        let index = self.index_of(interface).map_err(io::Error::other)?;
         // An unbound socket still reports its family through getsockname.
-        if socket.local_addr()?.is_ipv6() {
-            socket.bind_device_by_index_v6(Some(index))
+        let (level, name) = if socket.local_addr()?.is_ipv6() {
+            (IPPROTO_IPV6, IPV6_BOUND_IF)
         } else {
-            socket.bind_device_by_index_v4(Some(index))
-        }
+            (IPPROTO_IP, IP_BOUND_IF)
+        };
+        self.kernel
+            .setsockopt(socket, level, name, &index.to_ne_bytes())
     }
 }
