@@ -123,7 +123,16 @@ pub fn plan(
             .exclude
             .iter()
             .copied()
-            .chain(upstream.iter().map(|ip| IpNet::from(*ip)));
+            // A loopback upstream needs no pin: the loopback interface's own
+            // routes are more specific than anything the tunnel installs,
+            // and on xnu the lo0 host route 127.0.0.1 already holds that key
+            // (an add would meet EEXIST and read back lo0, not the gateway).
+            .chain(
+                upstream
+                    .iter()
+                    .filter(|ip| !ip.is_loopback())
+                    .map(|ip| IpNet::from(*ip)),
+            );
         for dst in exclusions {
             let (family, via) = match dst {
                 IpNet::V4(_) => ("IPv4", physical.and_then(|p| p.v4)),
@@ -453,6 +462,22 @@ mod tests {
                 "::/1 -> utun4",
                 "8000::/1 -> utun4",
             ]
+        );
+    }
+
+    #[test]
+    fn a_loopback_upstream_is_not_pinned() {
+        // lo0's own host route already holds 127.0.0.1 on xnu (an add would
+        // meet EEXIST), and loopback never enters the tunnel anyway.
+        let s = spec(|s| {
+            s.full = true;
+            s.allow_ipv6_leak = true;
+        });
+        let upstream = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        let routes = plan(&s, "utun4", Some(&wifi()), &upstream).unwrap();
+        assert_eq!(
+            show(&routes),
+            ["0.0.0.0/1 -> utun4", "128.0.0.0/1 -> utun4"]
         );
     }
 

@@ -187,6 +187,7 @@ run pkgbuild --root "$root" \
   --scripts packaging/macos/scripts \
   --identifier "$PKG_ID" --version "$version" \
   --install-location / \
+  --ownership recommended \
   "$packages/ztun.pkg"
 
 sign_args=()

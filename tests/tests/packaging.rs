@@ -386,6 +386,8 @@ fn check_common(commands: &[Vec<String>]) {
     assert_eq!(flag(pkgbuild, "--identifier"), Some(service::MACOS_PKG_ID));
     assert_eq!(flag(pkgbuild, "--version"), Some("9.8.7"));
     assert_eq!(flag(pkgbuild, "--install-location"), Some("/"));
+    // root:wheel for every payload file, whoever built the staging tree.
+    assert_eq!(flag(pkgbuild, "--ownership"), Some("recommended"));
     assert_eq!(
         flag(pkgbuild, "--component-plist"),
         Some("packaging/macos/component.plist")

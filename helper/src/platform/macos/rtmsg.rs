@@ -744,7 +744,8 @@ impl RouteMessage {
 
     /// `RTM_GET` for the route a packet to `dst` takes (DST without
     /// NETMASK: xnu's `route_output` then does a longest-match lookup,
-    /// `rtalloc1`, as `route -n get ADDRESS` does). `RTA_IFP` as in
+    /// `rt_lookup` → `node_lookup`, without cloning, as `route -n get
+    /// ADDRESS` does). `RTA_IFP` as in
     /// [`get_exact`](Self::get_exact), so the reply names the interface.
     pub fn get_to(dst: IpAddr, seq: i32) -> Self {
         let mut m = RouteMessage::new(RTM_GET, seq);
