@@ -124,9 +124,11 @@ pub fn plan(
             .iter()
             .copied()
             // A loopback upstream needs no pin: the loopback interface's own
-            // routes are more specific than anything the tunnel installs,
-            // and on xnu the lo0 host route 127.0.0.1 already holds that key
-            // (an add would meet EEXIST and read back lo0, not the gateway).
+            // routes are more specific than anything the tunnel installs. On
+            // xnu a pin would even be dead weight: `127.0.0.1/32 via gw` is
+            // a different radix entry from lo0's host route 127.0.0.1 (same
+            // key, other mask: radix.c `rn_addroute`), which sorts first
+            // and keeps the traffic on lo0.
             .chain(
                 upstream
                     .iter()

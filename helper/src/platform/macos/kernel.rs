@@ -7,14 +7,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use ipnet::IpNet;
 use socket2::{Domain, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use ztun_proto::InterfaceAddress;
 
-use super::sys::{Darwin, RouteSocket};
+use super::sys::{Darwin, RouteSocket, SYSPROTO_CONTROL};
 use crate::platform::DeviceConfig;
 
 /// xnu `bsd/sys/socket.h`: `PF_ROUTE` (= `AF_ROUTE`).
@@ -100,18 +100,31 @@ impl Darwin for Libc {
     }
 
     fn setsockopt(&self, socket: &Socket, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
-        let len = libc::socklen_t::try_from(value.len())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: the descriptor is open for the borrow of `socket`; `value`
-        // is a live slice of exactly `len` bytes that the kernel only reads.
-        let rc = unsafe {
-            libc::setsockopt(socket.as_raw_fd(), level, name, value.as_ptr().cast(), len)
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        setsockopt(socket.as_raw_fd(), level, name, value)
+    }
+
+    fn set_utun_option(
+        &self,
+        utun: &tun_rs::AsyncDevice,
+        name: i32,
+        value: &[u8],
+    ) -> io::Result<()> {
+        setsockopt(utun.as_raw_fd(), SYSPROTO_CONTROL, name, value)
+    }
+}
+
+/// `setsockopt(2)` on a descriptor the caller keeps open for the call.
+fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(value.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: both callers pass the descriptor of a socket they borrow for
+    // the call, so it is open; `value` is a live slice of exactly `len`
+    // bytes that the kernel only reads.
+    let rc = unsafe { libc::setsockopt(fd, level, name, value.as_ptr().cast(), len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

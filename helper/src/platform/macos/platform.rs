@@ -19,7 +19,10 @@ use socket2::Socket;
 use ztun_proto::InterfaceAddress;
 
 use super::rtmsg::{RouteMessage, SockAddr, RTF_GATEWAY, RTM_ADD, RTM_DELETE};
-use super::sys::{Darwin, RouteSocket, IPPROTO_IP, IPPROTO_IPV6, IPV6_BOUND_IF, IP_BOUND_IF};
+use super::sys::{
+    Darwin, RouteSocket, IPPROTO_IP, IPPROTO_IPV6, IPV6_BOUND_IF, IP_BOUND_IF,
+    UTUN_OPT_MAX_PENDING_PACKETS,
+};
 use crate::platform::{DeviceConfig, KernelRoute, Platform, PlatformError};
 use crate::routes::{PhysicalGateway, RouteEntry, RouteTarget};
 
@@ -98,8 +101,11 @@ impl<K: Darwin> MacosPlatform<K> {
                     .map_err(|_| PlatformError::NoSuchInterface(interface.clone()))?;
                 RouteMessage::interface_route(kind, entry.dst, index, interface, seq)
             }
-            RouteTarget::Gateway { via, .. } => {
-                RouteMessage::gateway_route(kind, entry.dst, SockAddr::from_ip(*via), seq)
+            RouteTarget::Gateway { via, interface } => {
+                // A link-local gateway is only an address on its interface:
+                // the zone goes with it (S6 exclusions via fe80::1).
+                let zone = self.index_of(interface)?;
+                RouteMessage::gateway_route(kind, entry.dst, SockAddr::scoped(*via, zone), seq)
             }
         })
     }
@@ -118,6 +124,15 @@ impl<K: Darwin> MacosPlatform<K> {
             Err(e) => Err(PlatformError::RouteRead(e)),
         }
     }
+}
+
+/// The utun pending-packet limit for `mtu`: as many packets as the 512 KiB
+/// receive buffer the utun control reserves holds (`if_utun.c:
+/// utun_register_control`, `ctl_recvsize`), each with its 4-byte family
+/// header, and at most 256 (the ifnet send queue holds 128 more behind it).
+fn max_pending_packets(mtu: u16) -> u32 {
+    const RECV_BUFFER: u32 = 512 * 1024;
+    (RECV_BUFFER / (u32::from(mtu) + 4)).clamp(1, 256)
 }
 
 /// Where an `RTM_GET` reply says the kernel sends packets: its interface, and
@@ -142,7 +157,21 @@ impl<K: Darwin> Platform for MacosPlatform<K> {
         &self,
         config: &DeviceConfig,
     ) -> Result<(Self::Device, String), PlatformError> {
-        self.kernel.open_utun(config).map_err(PlatformError::Device)
+        let (utun, name) = self
+            .kernel
+            .open_utun(config)
+            .map_err(PlatformError::Device)?;
+        // xnu starts every utun at one packet pending in its socket
+        // (`if_utun.c: utun_ctl_bind`), so each read would bring one packet
+        // and a disable/enable-output round trip; let a read drain a burst.
+        let pending = max_pending_packets(config.mtu);
+        if let Err(e) =
+            self.kernel
+                .set_utun_option(&utun, UTUN_OPT_MAX_PENDING_PACKETS, &pending.to_ne_bytes())
+        {
+            tracing::warn!(%name, pending, error = %e, "cannot raise the utun pending-packet limit; reads stay one packet at a time");
+        }
+        Ok((utun, name))
     }
 
     async fn add_route(&self, entry: &RouteEntry) -> Result<(), PlatformError> {

@@ -277,6 +277,18 @@ impl SockAddr {
         }
     }
 
+    /// A sockaddr holding `ip` in zone `zone` (an interface index) when `ip`
+    /// is a scoped IPv6 address; any other address ignores the zone.
+    pub fn scoped(ip: IpAddr, zone: u32) -> Self {
+        match ip {
+            IpAddr::V6(addr) if has_embedded_scope(&addr) => SockAddr::Inet6 {
+                addr,
+                scope_id: zone,
+            },
+            other => SockAddr::from_ip(other),
+        }
+    }
+
     /// `sa_len` as this codec writes it.
     fn sa_len(&self) -> usize {
         match self {
@@ -299,8 +311,19 @@ impl SockAddr {
         match self {
             SockAddr::Inet(a) => out[SIN_ADDR..SIN_ADDR + 4].copy_from_slice(&a.octets()),
             SockAddr::Inet6 { addr, scope_id } => {
-                out[SIN6_ADDR..SIN6_SCOPE_ID].copy_from_slice(&addr.octets());
-                out[SIN6_SCOPE_ID..SIN6_SCOPE_ID + 4].copy_from_slice(&scope_id.to_le_bytes());
+                let mut octets = addr.octets();
+                let mut wire_scope = *scope_id;
+                // KAME: a scoped address travels with its zone in bytes 2-3
+                // and sin6_scope_id 0, as route(8) sends it (network_cmds
+                // route.tproj/route.c l.1078-1085).
+                if *scope_id != 0 && has_embedded_scope(addr) {
+                    if let Ok(zone) = u16::try_from(*scope_id) {
+                        octets[2..4].copy_from_slice(&zone.to_be_bytes());
+                        wire_scope = 0;
+                    }
+                }
+                out[SIN6_ADDR..SIN6_SCOPE_ID].copy_from_slice(&octets);
+                out[SIN6_SCOPE_ID..SIN6_SCOPE_ID + 4].copy_from_slice(&wire_scope.to_le_bytes());
             }
             SockAddr::Link(l) => {
                 out[2..4].copy_from_slice(&l.index.to_le_bytes());
@@ -331,10 +354,21 @@ impl SockAddr {
                     .and_then(|a| <[u8; 16]>::try_from(a).ok())
                 {
                     // A short sin6 (sa_len 24..27) has a zero scope.
-                    let scope_id = sa
+                    let mut scope_id = sa
                         .get(SIN6_SCOPE_ID..SIN6_SCOPE_ID + 4)
                         .and_then(|s| <[u8; 4]>::try_from(s).ok())
                         .map_or(0, u32::from_le_bytes);
+                    let mut a = a;
+                    // KAME: the kernel keeps a scoped address's zone in
+                    // bytes 2-3 (xnu scope6.c `in6_embedded_scope = 1`) and
+                    // rtm_scrub does not clear it from a gateway; move it to
+                    // scope_id as route(8) does before showing it
+                    // (network_cmds route.tproj/route.c l.505-510).
+                    let full = sa.len() == usize::from(SOCKADDR_IN6_LEN);
+                    if full && scope_id == 0 && has_embedded_scope(&Ipv6Addr::from(a)) {
+                        scope_id = u32::from(u16::from_be_bytes([a[2], a[3]]));
+                        a[2..4].fill(0);
+                    }
                     return SockAddr::Inet6 {
                         addr: Ipv6Addr::from(a),
                         scope_id,
@@ -380,6 +414,22 @@ impl SockAddr {
             _ => SockAddr::decode(sa),
         }
     }
+}
+
+/// Whether xnu keeps `addr`'s zone inside the address: link-local unicast
+/// (`fe80::/10`) and interface- or link-local multicast (`ff01::/16`,
+/// `ff02::/16`), the addresses route(8) embeds and un-embeds
+/// (`IN6_IS_ADDR_LINKLOCAL`, `IN6_IS_ADDR_MC_NODELOCAL`,
+/// `IN6_IS_ADDR_MC_LINKLOCAL`; `network_cmds` `route.tproj/route.c`).
+/// xnu `bsd/netinet6/in6.h`: multicast scope is the low nibble of byte 1, and
+/// a unicast-based (`0x30` flags) link-local group is not link-local.
+fn has_embedded_scope(addr: &Ipv6Addr) -> bool {
+    let [b0, b1, ..] = addr.octets();
+    let link_local = b0 == 0xfe && b1 & 0xc0 == 0x80;
+    let multicast_scope = (b0 == 0xff).then_some(b1 & 0x0f);
+    let node_local = multicast_scope == Some(0x01);
+    let mc_link_local = multicast_scope == Some(0x02) && b1 & 0xf0 != 0x30;
+    link_local || node_local || mc_link_local
 }
 
 /// Copies `src[start..]` into the front of `dst`, as far as both reach.
@@ -1577,6 +1627,56 @@ mod tests {
         assert!(all.iter().all(Result::is_ok));
         // A zero msglen must not loop forever.
         assert_eq!(messages(&[0, 0, 5, 1, 0, 0]).count(), 1);
+    }
+
+    // sockaddr_in6 of fe80::1 as xnu holds it in zone 4 (en0): the zone in
+    // address bytes 2-3, big-endian, and sin6_scope_id 0 (scope6.c
+    // `in6_embedded_scope = 1`).
+    const FE80_1_ZONE_4_EMBEDDED: [u8; 28] = [
+        28, 30, // sin6_len, sin6_family = AF_INET6
+        0, 0, 0, 0, 0, 0, // sin6_port, sin6_flowinfo
+        0xfe, 0x80, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, // sin6_addr
+        0, 0, 0, 0, // sin6_scope_id
+    ];
+
+    #[test]
+    fn link_local_zone_is_taken_out_of_the_address_on_decode() {
+        assert_eq!(
+            SockAddr::decode(&FE80_1_ZONE_4_EMBEDDED),
+            SockAddr::Inet6 {
+                addr: "fe80::1".parse().unwrap(),
+                scope_id: 4
+            }
+        );
+        // A global address is never un-embedded: bytes 2-3 are its own.
+        let mut global = FE80_1_ZONE_4_EMBEDDED;
+        global[8..12].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(
+            SockAddr::decode(&global),
+            SockAddr::Inet6 {
+                addr: "2001:db8::1".parse().unwrap(),
+                scope_id: 0
+            }
+        );
+    }
+
+    #[test]
+    fn link_local_zone_is_embedded_in_the_address_on_write() {
+        let sa = SockAddr::scoped("fe80::1".parse().unwrap(), 4);
+        let mut out = vec![0; sa.sa_len()];
+        sa.write(&mut out);
+        assert_eq!(out, FE80_1_ZONE_4_EMBEDDED);
+        // Link-local multicast is scoped too; a unicast-based group is not.
+        for (group, scoped) in [("ff02::1", true), ("ff01::1", true), ("ff32::1", false)] {
+            let addr: Ipv6Addr = group.parse().unwrap();
+            let sa = SockAddr::scoped(IpAddr::V6(addr), 4);
+            let mut out = vec![0; sa.sa_len()];
+            sa.write(&mut out);
+            assert_eq!(out[10..12] == [0, 4], scoped, "{group}");
+        }
+        // A global gateway carries no zone at all.
+        let global = SockAddr::scoped("2001:db8::1".parse().unwrap(), 4);
+        assert_eq!(global, SockAddr::from_ip("2001:db8::1".parse().unwrap()));
     }
 
     #[test]

@@ -26,6 +26,13 @@ pub const IP_BOUND_IF: i32 = 25;
 /// xnu `bsd/netinet6/in6.h`: `IPV6_BOUND_IF` (an `unsigned int` index).
 pub const IPV6_BOUND_IF: i32 = 125;
 
+/// xnu `bsd/sys/kern_control.h`: `SYSPROTO_CONTROL`, the option level of a
+/// kernel-control socket such as utun.
+pub const SYSPROTO_CONTROL: i32 = 2;
+/// xnu `bsd/net/if_utun.h` l.63: `UTUN_OPT_MAX_PENDING_PACKETS`, a `u_int32_t`
+/// (other lengths are EMSGSIZE, 0 is EINVAL: `if_utun.c: utun_ctl_setopt`).
+pub const UTUN_OPT_MAX_PENDING_PACKETS: i32 = 16;
+
 /// An open `PF_ROUTE` socket (`socket(PF_ROUTE, SOCK_RAW, AF_UNSPEC)`).
 /// The kernel copies every routing message on the system to it, the
 /// answers to its own requests included. Closed when dropped.
@@ -52,6 +59,9 @@ pub trait Darwin: Send + Sync + 'static {
     /// Opens a utun device with the address, peer (S2) and MTU of `config`
     /// and returns it with the name the kernel gave it.
     fn open_utun(&self, config: &DeviceConfig) -> io::Result<(Self::Utun, String)>;
+
+    /// `setsockopt(2)` at level `SYSPROTO_CONTROL` on the utun socket.
+    fn set_utun_option(&self, utun: &Self::Utun, name: i32, value: &[u8]) -> io::Result<()>;
 
     fn route_socket(&self) -> io::Result<Self::RouteSocket>;
 
