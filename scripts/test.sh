@@ -31,6 +31,21 @@ if command -v dpkg-deb >/dev/null; then
 else
   echo "test.sh: no dpkg-deb here, so the .deb is not built and tests/deb.rs skips (it fails under CI=true)" >&2
 fi
+# The shared daemon scenarios append how many ran on each platform here.
+scenarios=target/tmp/ztun-scenarios.txt
+rm -f "$scenarios"
 cargo test --workspace --locked --all-targets --no-fail-fast 2>&1 | tee /tmp/ztun-test.log | grep -E '^(test result|running|error|failures:|---- )|panicked'
 # Sum of all "test result" lines, so a run that executes no test is visible.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i; exit (f > 0 || p == 0) }' /tmp/ztun-test.log
+# The macOS platform (on the xnu model) must run every shared scenario the
+# Linux platform runs (the Linux run needs root).
+if [ -f "$scenarios" ]; then
+  cat "$scenarios"
+  if [ "$(id -u)" = 0 ] && { [ "$(wc -l <"$scenarios")" != 2 ] || [ "$(awk '{ print $1 }' "$scenarios" | sort -u | wc -l)" != 1 ]; }; then
+    echo "test.sh: the shared scenarios must run on both platforms, the same number on each" >&2
+    exit 1
+  fi
+else
+  echo "test.sh: no shared daemon scenario ran" >&2
+  exit 1
+fi

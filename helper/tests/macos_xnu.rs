@@ -1,0 +1,130 @@
+//! The macOS platform — `MacosPlatform`, every decision it makes and every
+//! byte it sends — running on Linux against the xnu model (tests/xnu):
+//! the shared daemon scenarios, then what only the Mac has (the utun
+//! pending-packet limit, KAME scopes, the kernel's own refusals).
+#![allow(clippy::unwrap_used)] // test inputs are built here, not received
+
+mod scenarios;
+mod xnu;
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+use scenarios::World;
+use xnu::Xnu;
+use ztun_helper::platform::macos::MacosPlatform;
+use ztun_helper::platform::{DeviceConfig, Platform};
+
+struct Mac(Xnu);
+
+impl World for Mac {
+    type P = MacosPlatform<Xnu>;
+    const NAME: &'static str = "the macOS platform over the xnu model";
+
+    fn platform(&self) -> Self::P {
+        MacosPlatform::new(self.0.clone())
+    }
+
+    fn physical(&self) -> &'static str {
+        "en0"
+    }
+
+    fn table(&self) -> BTreeSet<String> {
+        self.0.table().into_iter().map(|r| r.0).collect()
+    }
+
+    fn links(&self) -> BTreeSet<String> {
+        self.0.links().into_iter().collect()
+    }
+
+    fn other_deletes(&self, dst: IpNet) {
+        self.0.other_deletes(dst).unwrap();
+    }
+
+    fn other_adds_via_router(&self, dst: IpNet) {
+        self.0
+            .other_adds_via(dst, xnu::ROUTER_V4.parse().unwrap())
+            .unwrap();
+    }
+
+    fn move_default_v4(&self, router: &str) {
+        self.0.move_default_v4(router);
+    }
+}
+
+#[test]
+fn the_shared_daemon_scenarios_pass_on_the_macos_platform() {
+    scenarios::run_all(|scenario| scenario(), || Mac(Xnu::new()));
+}
+
+fn device(mtu: u16) -> DeviceConfig {
+    DeviceConfig {
+        name: None,
+        address: "198.18.0.2/32".parse().unwrap(),
+        peer: "198.18.0.1".parse().unwrap(),
+        ipv6: None,
+        mtu,
+    }
+}
+
+#[test]
+fn a_new_utun_takes_the_first_free_unit_and_drains_up_to_its_buffer() {
+    let mac = Xnu::new();
+    let p = MacosPlatform::new(mac.clone());
+    let (utun, name) = p.create_device(&device(1500)).unwrap();
+    // utun0 is the system's: the kernel hands out unit 2.
+    assert_eq!(name, "utun1");
+    // 512 KiB / (1500 + 4) = 348 packets, capped at 256.
+    assert_eq!(mac.max_pending("utun1"), Some(256));
+    let (jumbo, name) = p.create_device(&device(9000)).unwrap();
+    assert_eq!(name, "utun2");
+    // 512 KiB / (9000 + 4) = 58.
+    assert_eq!(mac.max_pending("utun2"), Some(58));
+    assert_eq!(
+        mac.addresses("utun1"),
+        [(
+            "198.18.0.2/32".parse().unwrap(),
+            Some("198.18.0.1".parse().unwrap())
+        )]
+    );
+    // The peer's host route comes with the address and goes with the fd.
+    assert!(mac.table().iter().any(|r| r.0 == "198.18.0.1/32 utun1"));
+    drop((utun, jumbo));
+    assert_eq!(mac.utuns(), ["utun0"]);
+    assert!(!mac.table().iter().any(|r| r.0.contains("utun1")));
+}
+
+#[test]
+fn the_ipv6_default_router_is_read_without_its_embedded_zone() {
+    let mac = Xnu::new();
+    let p = MacosPlatform::new(mac);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let physical = rt.block_on(p.physical_gateway()).unwrap().unwrap();
+    assert_eq!(physical.interface, "en0");
+    assert_eq!(physical.v4, Some("198.51.100.1".parse().unwrap()));
+    // xnu holds it as fe80:4::1 (en0 is index 4); route(8) shows fe80::1%en0.
+    assert_eq!(physical.v6, Some("fe80::1".parse().unwrap()));
+}
+
+#[test]
+fn the_kernel_refuses_a_message_whose_length_or_version_is_wrong() {
+    let mac = Xnu::new();
+    let mut add = vec![0_u8; 92];
+    add[0..2].copy_from_slice(&92_u16.to_le_bytes());
+    add[2] = 5;
+    add[3] = 1; // RTM_ADD, no sockaddrs at all
+    assert_eq!(mac.other_process(&add), Err(22), "no DST: EINVAL");
+    let mut short = add.clone();
+    short[0] = 93;
+    assert_eq!(mac.other_process(&short), Err(22), "msglen != write length");
+    let mut old = add;
+    old[2] = 4;
+    assert_eq!(
+        mac.other_process(&old),
+        Err(43),
+        "RTM_VERSION 4: EPROTONOSUPPORT"
+    );
+}
