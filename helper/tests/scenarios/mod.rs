@@ -293,6 +293,11 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The interface of a table row (`dst/len iface [via gw]`).
+fn row_interface(row: &str) -> &str {
+    row.split(' ').nth(1).unwrap_or_default()
+}
+
 fn added(world: &impl World, baseline: &BTreeSet<String>) -> BTreeSet<String> {
     world.table().difference(baseline).cloned().collect()
 }
@@ -328,10 +333,7 @@ fn up_installs_and_reads_back<W: World>(w: &W) {
         assert_eq!(v4.peer, Some(IpAddr::V4(t.spec.peer)));
         // Nothing else changed but routes on the tunnel interface.
         for row in added(w, &baseline) {
-            assert!(
-                row.contains(&format!(" {} ", t.interface)) || row.ends_with(&t.interface),
-                "{row}"
-            );
+            assert_eq!(row_interface(&row), t.interface, "{row}");
         }
         down_all(&d).await;
     });
@@ -494,8 +496,7 @@ fn assert_recovered<W: World>(
         for row in added(w, baseline) {
             let dst: IpNet = row.split(' ').next().unwrap().parse().unwrap();
             let owned = list.iter().any(|t| {
-                row.split(' ').nth(1) == Some(t.interface.as_str())
-                    || t.routes.iter().any(|r| r.route == dst)
+                row_interface(&row) == t.interface || t.routes.iter().any(|r| r.route == dst)
             });
             assert!(owned, "{context}: {row} belongs to no running tunnel");
         }
@@ -519,20 +520,25 @@ fn assert_recovered<W: World>(
     );
 }
 
-/// For K = 1, 2, …: `prepare` in a clean incarnation, then `act` in one
-/// that crashes after step K of `op`, then the recovery checks; until `act`
-/// completes without reaching step K.
-fn every_step<W: World>(
-    w: &W,
-    op: &'static str,
-    prepare: impl Fn(&W, &Path),
-    act: impl Fn(&W, &Path, u32) -> bool,
-) {
+/// For K = 1, 2, …: with `before`, a clean incarnation brings that tunnel
+/// up and is killed with it; then `act` runs in one that crashes after step
+/// K of `op`, then the recovery checks; until `act` completes without
+/// reaching step K.
+fn every_step<W, F, Fut>(w: &W, op: &'static str, before: Option<fn() -> TunnelSpec>, act: F)
+where
+    W: World,
+    F: Fn(Arc<Daemon<W::P>>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let (baseline, links) = (w.table(), w.links());
     for k in 1..=MAX_STEPS {
         let dir = tempfile::tempdir().unwrap();
-        prepare(w, dir.path());
-        let crashed = act(w, dir.path(), k);
+        if let Some(spec) = before {
+            incarnation(w, dir.path(), None, |d| async move {
+                up(&d, spec()).await.unwrap();
+            });
+        }
+        let crashed = incarnation(w, dir.path(), Some((op, k)), &act).is_none();
         assert_recovered(
             w,
             dir.path(),
@@ -549,66 +555,25 @@ fn every_step<W: World>(
 }
 
 fn crash_up<W: World>(w: &W) {
-    every_step(
-        w,
-        "up",
-        |_, _| {},
-        |w, dir, k| {
-            incarnation(w, dir, Some(("up", k)), |d| async move {
-                up(&d, full_spec()).await.unwrap();
-            })
-            .is_none()
-        },
-    );
+    every_step(w, "up", None, |d| async move {
+        up(&d, full_spec()).await.unwrap();
+    });
 }
 
 fn crash_route_add<W: World>(w: &W) {
-    every_step(
-        w,
-        "route.add",
-        |w, dir| {
-            incarnation(w, dir, None, |d| async move {
-                up(&d, target_spec()).await.unwrap();
-            });
-        },
-        |w, dir, k| {
-            incarnation(w, dir, Some(("route.add", k)), |d| async move {
-                change(&d, true, "192.0.2.0/24").await;
-            })
-            .is_none()
-        },
-    );
+    every_step(w, "route.add", Some(target_spec), |d| async move {
+        change(&d, true, "192.0.2.0/24").await;
+    });
 }
 
 fn crash_down<W: World>(w: &W) {
-    every_step(
-        w,
-        "down",
-        |w, dir| {
-            incarnation(w, dir, None, |d| async move {
-                up(&d, full_spec()).await.unwrap();
-            });
-        },
-        |w, dir, k| {
-            incarnation(w, dir, Some(("down", k)), |d| async move {
-                down_all(&d).await;
-            })
-            .is_none()
-        },
-    );
+    every_step(w, "down", Some(full_spec), |d| async move {
+        down_all(&d).await;
+    });
 }
 
+/// A helper killed with a full tunnel up leaves its exclusions (through the
+/// physical router) in the kernel and the ledger; the next start sweeps them.
 fn crash_sweep<W: World>(w: &W) {
-    every_step(
-        w,
-        "sweep",
-        // A helper killed with a full tunnel up: its exclusions (through
-        // the physical router) outlive it, in the kernel and the ledger.
-        |w, dir| {
-            incarnation(w, dir, None, |d| async move {
-                up(&d, full_spec()).await.unwrap();
-            });
-        },
-        |w, dir, k| incarnation(w, dir, Some(("sweep", k)), |_| async {}).is_none(),
-    );
+    every_step(w, "sweep", Some(full_spec), |_| async {});
 }

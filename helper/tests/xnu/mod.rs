@@ -359,6 +359,15 @@ fn rt_message(
     m[16..20].copy_from_slice(&pid.to_le_bytes());
     m[20..24].copy_from_slice(&seq.to_le_bytes());
     m[24..28].copy_from_slice(&errno.to_le_bytes());
+    let addrs = append_sockaddrs(&mut m, sa);
+    m[12..16].copy_from_slice(&addrs.to_le_bytes());
+    m
+}
+
+/// rt_msg2's body: each present sockaddr in RTAX order, zero-padded to
+/// ROUNDUP32; sets the message length (the u16 at 0) and returns the
+/// `*_addrs` bits.
+fn append_sockaddrs(m: &mut Vec<u8>, sa: &[Option<Vec<u8>>; RTAX_MAX]) -> u32 {
     let mut addrs = 0_u32;
     for (i, s) in sa.iter().enumerate() {
         if let Some(s) = s {
@@ -368,9 +377,21 @@ fn rt_message(
             m.resize(start + roundup32(s.len()), 0);
         }
     }
-    m[12..16].copy_from_slice(&addrs.to_le_bytes());
     let len = u16::try_from(m.len()).unwrap();
     m[0..2].copy_from_slice(&len.to_le_bytes());
+    addrs
+}
+
+/// rtsock.c `route_output` "flush:": the request copied back to listeners
+/// with `rtm_pid` set, and `RTF_DONE` added to its flags on success or
+/// `rtm_errno` set on failure.
+fn echo(request: &[u8], pid: i32, outcome: Result<u32, i32>) -> Vec<u8> {
+    let mut m = request.to_vec();
+    m[16..20].copy_from_slice(&pid.to_le_bytes());
+    match outcome {
+        Ok(flags) => m[8..12].copy_from_slice(&(flags | RTF_DONE).to_le_bytes()),
+        Err(errno) => m[24..28].copy_from_slice(&errno.to_le_bytes()),
+    }
     m
 }
 
@@ -507,12 +528,7 @@ impl Kernel {
             Ok(r) => r,
             Err((errno, broadcast)) => {
                 if broadcast {
-                    let mut echo = bytes.to_vec();
-                    if echo.len() >= RT_MSGHDR {
-                        echo[16..20].copy_from_slice(&pid.to_le_bytes());
-                        echo[24..28].copy_from_slice(&errno.to_le_bytes());
-                    }
-                    self.broadcast(echo);
+                    self.broadcast(echo(bytes, pid, Err(errno)));
                 }
                 return Err(errno);
             }
@@ -520,20 +536,8 @@ impl Kernel {
         let outcome = self.apply(pid, &request);
         let message = match &outcome {
             Ok(Some(report)) => report.clone(),
-            // "flush:": the request itself, with rtm_pid set, and
-            // rtm_errno on failure or RTF_DONE on success.
-            Ok(None) => {
-                let mut echo = bytes.to_vec();
-                echo[16..20].copy_from_slice(&pid.to_le_bytes());
-                echo[8..12].copy_from_slice(&(request.flags | RTF_DONE).to_le_bytes());
-                echo
-            }
-            Err(errno) => {
-                let mut echo = bytes.to_vec();
-                echo[16..20].copy_from_slice(&pid.to_le_bytes());
-                echo[24..28].copy_from_slice(&errno.to_le_bytes());
-                echo
-            }
+            Ok(None) => echo(bytes, pid, Ok(request.flags)),
+            Err(errno) => echo(bytes, pid, Err(*errno)),
         };
         self.broadcast(message);
         outcome.map(|_| ())
@@ -717,19 +721,9 @@ fn ifa_message(kind: u8, ifp: &Interface, a: &Address) -> Vec<u8> {
     let mut m = vec![0_u8; IFA_MSGHDR];
     m[2] = RTM_VERSION;
     m[3] = kind;
-    let mut addrs = 0_u32;
-    for (i, s) in sa.iter().enumerate() {
-        if let Some(s) = s {
-            addrs |= 1 << i;
-            let start = m.len();
-            m.extend_from_slice(s);
-            m.resize(start + roundup32(s.len()), 0);
-        }
-    }
+    let addrs = append_sockaddrs(&mut m, &sa);
     m[4..8].copy_from_slice(&addrs.to_le_bytes());
     m[12..14].copy_from_slice(&ifp.index.to_le_bytes());
-    let len = u16::try_from(m.len()).unwrap();
-    m[0..2].copy_from_slice(&len.to_le_bytes());
     m
 }
 

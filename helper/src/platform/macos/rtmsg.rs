@@ -421,6 +421,7 @@ impl SockAddr {
 /// `ff02::/16`), the addresses route(8) embeds and un-embeds
 /// (`IN6_IS_ADDR_LINKLOCAL`, `IN6_IS_ADDR_MC_NODELOCAL`,
 /// `IN6_IS_ADDR_MC_LINKLOCAL`; `network_cmds` `route.tproj/route.c`).
+///
 /// xnu `bsd/netinet6/in6.h`: multicast scope is the low nibble of byte 1, and
 /// a unicast-based (`0x30` flags) link-local group is not link-local.
 fn has_embedded_scope(addr: &Ipv6Addr) -> bool {
