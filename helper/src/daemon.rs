@@ -76,11 +76,7 @@ impl Tunnel {
             },
             routes: self.installed.clone(),
             addresses: Vec::new(),
-            counters: self
-                .counters
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            counters: self.counters.snapshot(),
             upstream_health,
             resolvers: Vec::new(),
             physical_gateway: physical.as_ref().and_then(|p| p.v4.or(p.v6)),

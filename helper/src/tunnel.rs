@@ -10,6 +10,14 @@
 //! [`CHUNKS_PER_FLOW`] chunks and, when that is full, in smoltcp's receive
 //! window (the client is slowed, not buffered); upstream→client data is read
 //! only against credits the engine returns as smoltcp accepts the bytes.
+//!
+//! UDP takes no task hop on the way out: the engine task sends a flow's
+//! datagrams itself, on the flow's socket (direct, or the SOCKS5
+//! association's behind the flow's fixed header), a run of them in one
+//! segmented send ([`Datagrams`]). A relay task only receives, a coalesced
+//! run per message. While an association is being set up, datagrams wait in
+//! a queue of [`DATAGRAMS_PER_FLOW`] that loses its oldest (counted as
+//! `udp_queue_full`), so a slow upstream never stalls the engine.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -25,6 +33,7 @@ use ztun_engine::{DropReason, Engine, EngineConfig, Event, FlowId, Unreachable};
 use ztun_proto::Counters;
 
 use crate::device::{lost_one_packet, Batch, PacketDevice};
+use crate::relay::datagram::{self, Datagrams};
 use crate::relay::echo::{EchoForwarder, EchoKey};
 use crate::relay::socks5::{self, Address};
 use crate::relay::Relay;
@@ -33,9 +42,14 @@ use crate::relay::Relay;
 pub const CHUNK: usize = 16 * 1024;
 /// Chunks in flight per flow and direction.
 pub const CHUNKS_PER_FLOW: usize = 8;
-/// Datagrams waiting per relayed UDP flow while its association or DNS
-/// connection is being set up or is busy; more are lost, as on a busy link.
+/// Datagrams waiting per UDP flow while its SOCKS5 association is set up,
+/// or for its DNS-over-TCP relay; beyond that the oldest are lost, as on a
+/// busy link.
 pub const DATAGRAMS_PER_FLOW: usize = 64;
+/// Relay messages taken per wakeup: at most this many runs of datagrams
+/// (each at most 64) reach the engine's transmit queue (1,024 packets)
+/// before it is drained to the device.
+const MESSAGES_PER_WAKEUP: usize = 16;
 /// The DNS port: with `dns_over_tcp`, UDP flows to it are relayed as DNS
 /// over TCP (RFC 7766).
 const DNS_PORT: u16 = 53;
@@ -51,7 +65,10 @@ enum Upstream {
     TcpEof(FlowId),
     /// The upstream writer took a chunk: the flow may read from the client again.
     TcpDrained(FlowId),
-    UdpData(FlowId, Vec<u8>),
+    UdpData(FlowId, Datagrams),
+    /// The flow's SOCKS5 association is up: its datagrams go out on this
+    /// socket from now on.
+    UdpAssociated(FlowId, Arc<UdpSocket>),
     /// The flow's destination cannot be reached: the client gets an ICMP
     /// destination unreachable.
     UdpUnreachable(FlowId, Unreachable),
@@ -81,15 +98,119 @@ struct UdpFlow {
 }
 
 enum UdpOut {
-    /// Directly from a socket of the helper's.
-    Socket(Arc<UdpSocket>),
-    /// Through a relay task (SOCKS5 UDP ASSOCIATE, or DNS over TCP).
+    /// Straight out of a socket of the helper's, each datagram behind
+    /// `header`: nothing for a direct flow, the SOCKS5 UDP header (RFC 1928
+    /// section 7) naming the flow's destination for an association.
+    Socket {
+        socket: Arc<UdpSocket>,
+        header: UdpHeader,
+    },
+    /// A SOCKS5 association is being set up; datagrams wait, oldest lost
+    /// first, to go out behind `header` once it is.
+    Associating {
+        waiting: VecDeque<Vec<u8>>,
+        header: UdpHeader,
+    },
+    /// Through a relay task (DNS over TCP).
     Relayed(mpsc::Sender<Vec<u8>>),
 }
 
-/// Counters the daemon reads for `status`, refreshed by the engine task
-/// every 100 ms.
-pub type SharedCounters = Arc<Mutex<Counters>>;
+/// A SOCKS5 UDP request header, fixed for the life of a flow.
+#[derive(Debug, Clone, Copy)]
+struct UdpHeader {
+    bytes: [u8; socks5::MAX_UDP_HEADER],
+    len: usize,
+}
+
+impl UdpHeader {
+    const NONE: Self = Self {
+        bytes: [0; socks5::MAX_UDP_HEADER],
+        len: 0,
+    };
+
+    fn socks5(dst: SocketAddr) -> Self {
+        let mut bytes = [0; socks5::MAX_UDP_HEADER];
+        let len = socks5::write_udp_header(dst, &mut bytes);
+        Self { bytes, len }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Datagrams the relay lost on its side of the engine, by reason; shown
+/// among the engine's drops.
+#[derive(Debug, Clone, Copy, Default)]
+struct RelayLosses {
+    /// Waiting for an association or a DNS relay, the queue was full.
+    udp_queue_full: u64,
+    /// The socket refused them (its buffer was full).
+    udp_send_failed: u64,
+}
+
+/// A running data plane's counters as `status` reads them: the engine's as
+/// of the end of its latest pass over a batch, so a query sees every byte
+/// moved up to that pass (not up to a publish interval ago); the rates are
+/// over the last second.
+#[derive(Debug, Default)]
+pub struct LiveCounters(Mutex<Live>);
+
+#[derive(Debug, Default)]
+struct Live {
+    engine: ztun_engine::Counters,
+    flows_open: u64,
+    relay: RelayLosses,
+    rate_in: u64,
+    rate_out: u64,
+}
+
+impl LiveCounters {
+    fn update(&self, engine: &Engine, relay: RelayLosses) {
+        let mut live = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        live.engine = engine.counters();
+        live.flows_open = (engine.tcp_flow_count() + engine.udp_mapping_count()) as u64;
+        live.relay = relay;
+    }
+
+    fn set_rates(&self, rates: &mut RateMeter) {
+        let mut live = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (bytes_in, bytes_out) = (live.engine.rx_bytes, live.engine.tx_bytes);
+        (live.rate_in, live.rate_out) =
+            rates.sample(std::time::Instant::now(), bytes_in, bytes_out);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> Counters {
+        let live = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = &live.engine;
+        let relay = [
+            ("udp_queue_full", live.relay.udp_queue_full),
+            ("udp_send_failed", live.relay.udp_send_failed),
+        ];
+        let drops = DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), c.drops(*r)))
+            .chain(relay)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.to_owned(), n))
+            .collect();
+        Counters {
+            packets_in: c.rx_packets,
+            packets_out: c.tx_packets,
+            bytes_in: c.rx_bytes,
+            bytes_out: c.tx_bytes,
+            flows_open: live.flows_open,
+            flows_total: c.tcp_flows_opened + c.udp_mappings_created,
+            rate_in: live.rate_in,
+            rate_out: live.rate_out,
+            drops,
+        }
+    }
+}
+
+/// Counters the daemon reads for `status`.
+pub type SharedCounters = Arc<LiveCounters>;
 
 /// Runs the data plane until the future is dropped (which aborts every relay
 /// task with it) or the device fails.
@@ -117,13 +238,18 @@ pub async fn run<D: PacketDevice>(
         relay: relay.clone(),
         echo,
         chunk: vec![0; CHUNK],
+        staged: Datagrams::default(),
+        staged_flow: None,
+        gso: true,
+        losses: RelayLosses::default(),
     };
+    let mut messages = Vec::with_capacity(MESSAGES_PER_WAKEUP);
     dp.tasks.spawn(relay.keep_watch());
     let mtu = mtu.max(1280);
     let mut scratch = device.scratch();
     let mut rx = Batch::for_receive(device.headroom(), mtu);
     let mut tx = Batch::for_send(device.headroom(), mtu);
-    let mut refresh = tokio::time::interval(Duration::from_millis(100));
+    let mut refresh = tokio::time::interval(Duration::from_millis(250));
     let mut rates = RateMeter::default();
     loop {
         let deadline = engine.poll_at().map(|at| {
@@ -147,7 +273,13 @@ pub async fn run<D: PacketDevice>(
                     received(&mut engine, &rx, read, &now)?;
                 }
             }
-            Some(msg) = dp.inbox.1.recv() => dp.upstream(&mut engine, msg),
+            n = dp.inbox.1.recv_many(&mut messages, MESSAGES_PER_WAKEUP) => {
+                if n > 0 {
+                    for msg in messages.drain(..) {
+                        dp.upstream(&mut engine, msg);
+                    }
+                }
+            }
             reply = echo_reply => {
                 if let Ok(r) = reply {
                     let k = r.key;
@@ -156,7 +288,7 @@ pub async fn run<D: PacketDevice>(
                 }
             }
             () = sleep_until(deadline) => {}
-            _ = refresh.tick() => publish(&engine, &counters, &mut rates),
+            _ = refresh.tick() => counters.set_rates(&mut rates),
             Some(_) = dp.tasks.join_next(), if !dp.tasks.is_empty() => {}
         }
         // Events arise from input and from timers that poll_transmit runs,
@@ -180,6 +312,7 @@ pub async fn run<D: PacketDevice>(
             }
         }
         dp.events(&mut engine);
+        counters.update(&engine, dp.losses);
     }
 }
 
@@ -247,28 +380,6 @@ impl RateMeter {
     }
 }
 
-fn publish(engine: &Engine, counters: &SharedCounters, rates: &mut RateMeter) {
-    let c = engine.counters();
-    let drops = DropReason::ALL
-        .iter()
-        .filter(|r| c.drops(**r) > 0)
-        .map(|r| (r.as_str().to_owned(), c.drops(*r)))
-        .collect();
-    let (rate_in, rate_out) = rates.sample(std::time::Instant::now(), c.rx_bytes, c.tx_bytes);
-    let snapshot = Counters {
-        packets_in: c.rx_packets,
-        packets_out: c.tx_packets,
-        bytes_in: c.rx_bytes,
-        bytes_out: c.tx_bytes,
-        flows_open: (engine.tcp_flow_count() + engine.udp_mapping_count()) as u64,
-        flows_total: c.tcp_flows_opened + c.udp_mappings_created,
-        rate_in,
-        rate_out,
-        drops,
-    };
-    *counters.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
-}
-
 struct DataPlane {
     tcp: HashMap<FlowId, TcpFlow>,
     udp: HashMap<FlowId, UdpFlow>,
@@ -277,6 +388,13 @@ struct DataPlane {
     relay: Relay,
     echo: Option<EchoForwarder>,
     chunk: Vec<u8>,
+    /// Datagrams of `staged_flow` on their way out together; sent when
+    /// another flow's datagram comes, or the engine has no more events.
+    staged: Datagrams,
+    staged_flow: Option<FlowId>,
+    /// Segmented sends work on this path (until the kernel says otherwise).
+    gso: bool,
+    losses: RelayLosses,
 }
 
 impl DataPlane {
@@ -300,6 +418,7 @@ impl DataPlane {
                 }
                 Event::UdpDatagram(d) => self.udp_out(d.flow, d.dst, d.payload),
                 Event::UdpExpired { flow } => {
+                    self.send_staged();
                     if let Some(f) = self.udp.remove(&flow) {
                         f.task.abort();
                     }
@@ -319,6 +438,7 @@ impl DataPlane {
                 }
             }
         }
+        self.send_staged();
     }
 
     /// Whether a new flow to `dst` may proceed. Counts flows to the SOCKS5
@@ -450,8 +570,24 @@ impl DataPlane {
                 }
             }
             Upstream::TcpDrained(flow) => self.client_to_upstream(engine, flow),
-            Upstream::UdpData(flow, data) => {
-                let _ = engine.udp_send(flow, &data);
+            Upstream::UdpData(flow, datagrams) => {
+                for d in datagrams.iter() {
+                    let _ = engine.udp_send(flow, d);
+                }
+            }
+            Upstream::UdpAssociated(flow, socket) => {
+                let Some(f) = self.udp.get_mut(&flow) else {
+                    return;
+                };
+                let UdpOut::Associating { waiting, header } = &mut f.out else {
+                    return;
+                };
+                let (waiting, header) = (std::mem::take(waiting), *header);
+                f.out = UdpOut::Socket { socket, header };
+                for payload in waiting {
+                    self.stage(flow, &payload);
+                }
+                self.send_staged();
             }
             Upstream::UdpUnreachable(flow, why) => {
                 let _ = engine.udp_unreachable(flow, why);
@@ -467,60 +603,112 @@ impl DataPlane {
             if !self.admit(dst) {
                 return;
             }
-            let (out, task) = match self.relay.socks() {
-                None => {
-                    let socket = match self.relay.udp(dst) {
-                        Ok(s) => Arc::new(s),
-                        Err(e) => {
-                            tracing::warn!("UDP to {dst}: cannot open a socket: {e}");
-                            return;
-                        }
-                    };
-                    let inbox = self.inbox.0.clone();
-                    let task = self
-                        .tasks
-                        .spawn(udp_upstream(flow, Arc::clone(&socket), inbox));
-                    (UdpOut::Socket(socket), task)
-                }
-                Some(socks) => {
-                    let (tx, rx) = mpsc::channel(DATAGRAMS_PER_FLOW);
-                    let (relay, inbox) = (self.relay.clone(), self.inbox.0.clone());
-                    let task = if socks.dns_over_tcp && dst.port() == DNS_PORT {
-                        self.tasks.spawn(dns_over_tcp(flow, dst, relay, rx, inbox))
-                    } else {
-                        self.tasks.spawn(socks_udp(flow, dst, relay, rx, inbox))
-                    };
-                    (UdpOut::Relayed(tx), task)
-                }
+            let Some(f) = self.open_udp(flow, dst) else {
+                return;
             };
-            self.udp.insert(flow, UdpFlow { out, task });
+            self.udp.insert(flow, f);
         }
-        match self.udp.get(&flow).map(|f| &f.out) {
-            // A direct non-blocking send: tokio's try_send consults cached
-            // readiness, which a socket registered a moment ago does not
-            // have yet, and would drop the first datagram of every mapping.
-            // A full socket buffer loses the datagram, as a busy link would.
-            Some(UdpOut::Socket(socket)) => {
-                if let Err(e) = socket2::SockRef::from(&**socket).send(&payload) {
-                    tracing::debug!("UDP to {dst}: datagram lost: {e}");
+        let Some(f) = self.udp.get_mut(&flow) else {
+            return;
+        };
+        match &mut f.out {
+            UdpOut::Socket { .. } => self.stage(flow, &payload),
+            UdpOut::Associating { waiting, .. } => {
+                if waiting.len() == DATAGRAMS_PER_FLOW {
+                    waiting.pop_front();
+                    self.losses.udp_queue_full += 1;
+                }
+                waiting.push_back(payload);
+            }
+            UdpOut::Relayed(tx) => {
+                if tx.try_send(payload).is_err() {
+                    tracing::debug!("UDP to {dst}: relay busy, datagram lost");
+                    self.losses.udp_queue_full += 1;
                 }
             }
-            Some(UdpOut::Relayed(tx)) if tx.try_send(payload).is_err() => {
-                tracing::debug!("UDP to {dst}: relay busy, datagram lost");
+        }
+    }
+
+    fn open_udp(&mut self, flow: FlowId, dst: SocketAddr) -> Option<UdpFlow> {
+        let (relay, inbox) = (self.relay.clone(), self.inbox.0.clone());
+        let (out, task) = match self.relay.socks() {
+            None => {
+                let socket = match self.relay.udp(dst) {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        tracing::warn!("UDP to {dst}: cannot open a socket: {e}");
+                        return None;
+                    }
+                };
+                let task = self
+                    .tasks
+                    .spawn(udp_upstream(flow, Arc::clone(&socket), inbox));
+                let header = UdpHeader::NONE;
+                (UdpOut::Socket { socket, header }, task)
             }
-            Some(UdpOut::Relayed(_)) | None => {}
+            Some(socks) if socks.dns_over_tcp && dst.port() == DNS_PORT => {
+                let (tx, rx) = mpsc::channel(DATAGRAMS_PER_FLOW);
+                let task = self.tasks.spawn(dns_over_tcp(flow, dst, relay, rx, inbox));
+                (UdpOut::Relayed(tx), task)
+            }
+            Some(_) => {
+                let task = self.tasks.spawn(socks_udp(flow, dst, relay, inbox));
+                let (waiting, header) = (VecDeque::new(), UdpHeader::socks5(dst));
+                (UdpOut::Associating { waiting, header }, task)
+            }
+        };
+        Some(UdpFlow { out, task })
+    }
+
+    /// Adds a datagram of `flow`, whose socket is open, to the batch on its
+    /// way out; a batch of another flow, or one it does not fit, goes first.
+    fn stage(&mut self, flow: FlowId, payload: &[u8]) {
+        let Some(UdpFlow {
+            out: UdpOut::Socket { header, .. },
+            ..
+        }) = self.udp.get(&flow)
+        else {
+            return;
+        };
+        let header = *header;
+        if self.staged_flow == Some(flow) && self.staged.push(header.as_slice(), payload) {
+            return;
+        }
+        self.send_staged();
+        self.staged_flow = Some(flow);
+        // An empty batch takes any datagram.
+        self.staged.push(header.as_slice(), payload);
+    }
+
+    fn send_staged(&mut self) {
+        let Some(flow) = self.staged_flow.take() else {
+            return;
+        };
+        match self.udp.get(&flow).map(|f| &f.out) {
+            Some(UdpOut::Socket { socket, .. }) => {
+                let lost = self.staged.send(socket, &mut self.gso);
+                if lost > 0 {
+                    tracing::debug!("UDP flow {flow:?}: {lost} datagrams lost: the socket is full");
+                    self.losses.udp_send_failed += lost as u64;
+                }
+            }
+            _ => self.staged.clear(),
         }
     }
 }
 
-/// Relays a direct UDP flow's replies. The destination's ICMP errors, which
-/// the kernel reports on the connected socket, reach the client as the
-/// same ICMP errors; the socket stays open for the next datagram.
+/// Relays a direct UDP flow's replies, a coalesced run per message. The
+/// destination's ICMP errors, which the kernel reports on the connected
+/// socket, reach the client as the same ICMP errors; the socket stays open
+/// for the next datagram.
 async fn udp_upstream(flow: FlowId, socket: Arc<UdpSocket>, inbox: mpsc::Sender<Upstream>) {
+    datagram::coalesce_received(&socket);
     let mut buf = vec![0_u8; 65_536];
     loop {
-        let msg = match socket.recv(&mut buf).await {
-            Ok(n) => Upstream::UdpData(flow, buf[..n].to_vec()),
+        let msg = match datagram::recv(&socket, &mut buf).await {
+            Ok((n, segment)) => {
+                Upstream::UdpData(flow, Datagrams::received(buf[..n].to_vec(), segment))
+            }
             Err(e) => match e.kind() {
                 io::ErrorKind::ConnectionRefused => {
                     Upstream::UdpUnreachable(flow, Unreachable::Port)
@@ -596,17 +784,14 @@ async fn tcp_upstream(
 }
 
 /// One UDP flow through a SOCKS5 UDP ASSOCIATE of its own, which lives as
-/// long as the flow and its control connection (RFC 1928 section 7).
-async fn socks_udp(
-    flow: FlowId,
-    dst: SocketAddr,
-    relay: Relay,
-    mut from_engine: mpsc::Receiver<Vec<u8>>,
-    inbox: mpsc::Sender<Upstream>,
-) {
+/// long as the flow and its control connection (RFC 1928 section 7). Once
+/// the association is up the engine task sends on its socket; this task
+/// receives, and ends the flow when the server closes the control
+/// connection.
+async fn socks_udp(flow: FlowId, dst: SocketAddr, relay: Relay, inbox: mpsc::Sender<Upstream>) {
     match relay.associate().await {
         Ok(association) => {
-            if let Err(e) = associated(flow, dst, association, &mut from_engine, &inbox).await {
+            if let Err(e) = associated(flow, dst, association, &inbox).await {
                 tracing::debug!("UDP to {dst} through SOCKS5: {e}");
             }
         }
@@ -624,39 +809,64 @@ async fn associated(
     flow: FlowId,
     dst: SocketAddr,
     association: crate::relay::Association,
-    from_engine: &mut mpsc::Receiver<Vec<u8>>,
     inbox: &mpsc::Sender<Upstream>,
 ) -> io::Result<()> {
     let crate::relay::Association {
         mut control,
         socket,
     } = association;
-    let mut out = vec![0_u8; socks5::MAX_UDP_HEADER + 65_535];
-    let mut buf = vec![0_u8; socks5::MAX_UDP_HEADER + 65_535];
+    let socket = Arc::new(socket);
+    datagram::coalesce_received(&socket);
+    if inbox
+        .send(Upstream::UdpAssociated(flow, Arc::clone(&socket)))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    let mut buf = vec![0_u8; 65_536];
     let mut ignored = [0_u8; 64];
     loop {
         tokio::select! {
-            payload = from_engine.recv() => {
-                let Some(payload) = payload else { return Ok(()) };
-                let header = socks5::write_udp_header(dst, &mut out);
-                let Some(body) = out.get_mut(header..header + payload.len()) else { continue };
-                body.copy_from_slice(&payload);
-                socket.send(&out[..header + payload.len()]).await?;
-            }
-            n = socket.recv(&mut buf) => match socks5::parse_udp(&buf[..n?]) {
-                Ok((Address::Ip(from), payload)) if from == dst => {
-                    if inbox.send(Upstream::UdpData(flow, payload.to_vec())).await.is_err() {
+            received = datagram::recv(&socket, &mut buf) => {
+                let (n, segment) = received?;
+                let run = Datagrams::received(buf[..n].to_vec(), segment);
+                for payloads in socks_payloads(&run, dst) {
+                    if inbox.send(Upstream::UdpData(flow, payloads)).await.is_err() {
                         return Ok(());
                     }
                 }
-                Ok((from, _)) => tracing::debug!("UDP through SOCKS5: datagram from {from}, not {dst}: dropped"),
-                Err(e) => tracing::debug!("UDP through SOCKS5: {e}"),
-            },
+            }
             // The server ends the association by closing its control
             // connection; anything it says there is ignored.
             n = control.read(&mut ignored) => if n? == 0 { return Ok(()) },
         }
     }
+}
+
+/// The payloads of a run of SOCKS5 UDP datagrams from the association's
+/// relay, as runs again; datagrams from anyone but `dst` and malformed ones
+/// are dropped (logged).
+fn socks_payloads(run: &Datagrams, dst: SocketAddr) -> Vec<Datagrams> {
+    let mut runs = vec![Datagrams::default()];
+    for datagram in run.iter() {
+        match socks5::parse_udp(datagram) {
+            Ok((Address::Ip(from), payload)) if from == dst => {
+                let pushed = runs.last_mut().is_some_and(|r| r.push(&[], payload));
+                if !pushed {
+                    let mut next = Datagrams::default();
+                    next.push(&[], payload);
+                    runs.push(next);
+                }
+            }
+            Ok((from, _)) => {
+                tracing::debug!("UDP through SOCKS5: datagram from {from}, not {dst}: dropped");
+            }
+            Err(e) => tracing::debug!("UDP through SOCKS5: {e}"),
+        }
+    }
+    runs.retain(|r| !r.is_empty());
+    runs
 }
 
 /// One UDP flow to port 53 relayed as DNS over TCP through SOCKS5
@@ -684,7 +894,7 @@ async fn dns_over_tcp(
             },
             Some(answered) = queries.join_next(), if !queries.is_empty() => match answered {
                 Ok(Ok(answer)) => {
-                    if inbox.send(Upstream::UdpData(flow, answer)).await.is_err() {
+                    if inbox.send(Upstream::UdpData(flow, Datagrams::received(answer, 0))).await.is_err() {
                         return;
                     }
                 }
@@ -728,6 +938,37 @@ async fn dns_query(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn socks_datagram(from: SocketAddr, payload: &[u8]) -> Vec<u8> {
+        let mut d = UdpHeader::socks5(from).as_slice().to_vec();
+        d.extend_from_slice(payload);
+        d
+    }
+
+    #[test]
+    fn socks_payloads_keep_the_destinations_datagrams_as_runs() {
+        let dst: SocketAddr = "203.0.113.5:4433".parse().unwrap();
+        let other: SocketAddr = "203.0.113.6:4433".parse().unwrap();
+        let mut run = Datagrams::default();
+        for (from, p) in [(dst, &b"aa"[..]), (other, b"xx"), (dst, b"bb"), (dst, b"c")] {
+            assert!(run.push(&[], &socks_datagram(from, p)) || from == dst);
+        }
+        let runs = socks_payloads(&run, dst);
+        let got: Vec<Vec<&[u8]>> = runs.iter().map(|r| r.iter().collect()).collect();
+        assert_eq!(got, [vec![&b"aa"[..], b"bb", b"c"]]);
+    }
+
+    #[test]
+    fn socks_payloads_drop_malformed_datagrams_and_hand_on_nothing_empty() {
+        let dst: SocketAddr = "[2001:db8::5]:53".parse().unwrap();
+        // RSV, FRAG 0, then an address type that does not exist.
+        let garbage = Datagrams::received(vec![0, 0, 0, 9, 1, 2], 0);
+        assert_eq!(socks_payloads(&garbage, dst), Vec::<Datagrams>::new());
+        let one = Datagrams::received(socks_datagram(dst, b""), 0);
+        let runs = socks_payloads(&one, dst);
+        assert_eq!(runs.len(), 1, "an empty datagram is still a datagram");
+        assert_eq!(runs[0].iter().collect::<Vec<_>>(), [&b""[..]]);
+    }
 
     #[test]
     fn rates_are_bytes_per_second_over_the_last_second() {

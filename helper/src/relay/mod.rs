@@ -3,6 +3,7 @@
 //! opened outward is bound to the physical interface first, so nothing can
 //! loop back into the tunnel (S6).
 
+pub mod datagram;
 pub mod echo;
 pub mod socks5;
 
