@@ -38,10 +38,14 @@ use crate::relay::echo::{EchoForwarder, EchoKey};
 use crate::relay::socks5::{self, Address};
 use crate::relay::Relay;
 
-/// Bytes read per relay step in either direction.
-pub const CHUNK: usize = 16 * 1024;
+/// Bytes moved per relay step in either direction: a smoltcp read or an
+/// upstream socket read, and one message between the engine and the
+/// flow's relay task. Large, because the engine thread is the bottleneck
+/// and every chunk costs it a message and the relay a syscall (measured in
+/// direct mode: 16 KiB chunks upload at 5.3 Gbit/s, 64 KiB at 6.5).
+pub const CHUNK: usize = 64 * 1024;
 /// Chunks in flight per flow and direction.
-pub const CHUNKS_PER_FLOW: usize = 8;
+pub const CHUNKS_PER_FLOW: usize = 4;
 /// Datagrams waiting per UDP flow while its SOCKS5 association is set up,
 /// or for its DNS-over-TCP relay; beyond that the oldest are lost, as on a
 /// busy link.
