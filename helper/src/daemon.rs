@@ -875,7 +875,7 @@ fn engine_config(spec: &TunnelSpec) -> EngineConfig {
         },
         // Flows end in the helper; large buffers cost memory only when used.
         tcp_rx_buffer: 64 * 1024,
-        tcp_tx_buffer: 64 * 1024,
+        tcp_tx_buffer: 256 * 1024,
         ..EngineConfig::default()
     }
 }

@@ -773,8 +773,9 @@ async fn tcp_upstream(
                 let _ = inbox.send(Upstream::TcpEof(flow)).await;
                 return Ok::<(), io::Error>(());
             }
-            if n < CHUNK / 4 {
-                // A small read must not pin a whole chunk while it waits.
+            if CHUNK - n >= 4096 {
+                // A short read must not pin a whole chunk while it waits
+                // (malloc gives the tail back in place, without a copy).
                 chunk.shrink_to_fit();
             }
             if inbox.send(Upstream::TcpData(flow, chunk)).await.is_err() {
