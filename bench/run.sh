@@ -11,6 +11,12 @@
 #   bench/run.sh --perf --only ztun     # also profile the relay during TCP up (perf, cpu-clock):
 #                                       # the top of the profile goes to target/bench-profile-CONFIG.txt
 #
+# Peers without a package (badvpn-tun2socks, hev-socks5-tunnel) run only when
+# a prebuilt binary is found: badvpn-tun2socks on PATH; hev-socks5-tunnel at
+# $HEV_SOCKS5_TUNNEL (an error if set and not executable), else on PATH,
+# else target/bench-tools/bin/hev-socks5-tunnel. Otherwise they are listed
+# as not run.
+#
 # Topology (documentation addresses only; the root namespace is untouched):
 #
 #   client ns (TUN + the relay under test)      proxy ns (SOCKS5 servers)         server ns
@@ -33,12 +39,24 @@ while [ $# -gt 0 ]; do
     --perf) perf=1 ;;
     --only) only=${2:?--only needs a comma-separated list}; shift ;;
     --out) out=${2:?--out needs a file}; shift ;;
-    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (it creates network namespaces)" >&2; exit 1; }
+# hev-socks5-tunnel is neither in Debian nor on crates.io, and nothing here
+# builds it: a binary built by hand from heiher/hev-socks5-tunnel is used.
+if [ -n "${HEV_SOCKS5_TUNNEL:-}" ]; then
+  if [ ! -f "$HEV_SOCKS5_TUNNEL" ] || [ ! -x "$HEV_SOCKS5_TUNNEL" ]; then
+    echo "bench/run.sh: HEV_SOCKS5_TUNNEL=$HEV_SOCKS5_TUNNEL is not an executable file" >&2; exit 2
+  fi
+  hev=$(realpath "$HEV_SOCKS5_TUNNEL")
+else
+  hev=$(command -v hev-socks5-tunnel || true)
+  [ -n "$hev" ] || [ ! -x "$root/target/bench-tools/bin/hev-socks5-tunnel" ] ||
+    hev=$root/target/bench-tools/bin/hev-socks5-tunnel
+fi
 
 # What the suite needs, installed if missing (without starting services).
 need=()
@@ -64,16 +82,16 @@ cargo build --quiet --locked --release -p ztun-helper -p ztunctl -p ztun-bench
 bin=$root/target/release
 
 configs_all=(kernel socks-only socks-only-microsocks ztun ztun-1500 ztun-microsocks ztun-direct
-  tun2proxy tun2proxy-tuned redsocks badvpn)
+  tun2proxy tun2proxy-tuned hev hev-8500 redsocks badvpn)
 if [ -n "$only" ]; then IFS=, read -r -a configs <<<"$only"; else configs=("${configs_all[@]}"); fi
 for c in "${configs[@]}"; do
   [[ " ${configs_all[*]} " == *" $c "* ]] || { echo "bench/run.sh: unknown configuration $c (one of: ${configs_all[*]})" >&2; exit 2; }
 done
 
 if [ $quick = 1 ]; then
-  secs=2 rate_n=300 lat_n=50 close_n=10 ping_n=20
+  secs=2 rate_n=300 lat_n=50 close_n=10 ping_n=20 udp_secs=1 udp_rates=(1)
 else
-  secs=10 rate_n=2000 lat_n=500 close_n=50 ping_n=200
+  secs=10 rate_n=2000 lat_n=500 close_n=50 ping_n=200 udp_secs=5 udp_rates=(0.5 1 2)
 fi
 
 C=zb-$$-c P=zb-$$-p S=zb-$$-s
@@ -211,15 +229,44 @@ start_badvpn() {
   cfg_pids+=("$spawned"); relay_pid=$spawned
 }
 
+start_hev() { # start_hev MTU
+  # hev makes its TUN device (not persistent: gone when it exits) and sets
+  # its MTU, its address 198.18.0.1/32 and the link up; the route is set
+  # here once the link is up, as for tun2proxy. One process, one queue: a
+  # process is one thread, and multi-queue only lets several processes
+  # share the device (two of them gave 4 streams about +30 % at MTU 1500,
+  # nothing at 8500 nor for 1 stream, on 2 vCPU). UDP goes by UDP ASSOCIATE
+  # ('udp'); the rest is hev's defaults.
+  cat >"$work/hev.yml" <<EOF
+tunnel:
+  name: hev0
+  mtu: $1
+  multi-queue: false
+  ipv4: 198.18.0.1
+socks5:
+  address: $PROXY
+  port: 1080
+  udp: 'udp'
+misc:
+  log-file: stderr
+  log-level: warn
+EOF
+  spawn "$C" "$work/hev.log" "$hev" "$work/hev.yml"
+  cfg_pids+=("$spawned"); relay_pid=$spawned
+  wait_for 10 link_up hev0 || { echo "bench: hev-socks5-tunnel did not bring hev0 up; see $work/hev.log" >&2; cat "$work/hev.log" >&2; return 1; }
+  in_c ip route add 203.0.113.0/24 dev hev0
+}
+link_up() { in_c ip -o link show dev "$1" up | grep -q .; }
+
 stop_config() {
   stop "${cfg_pids[@]}"; cfg_pids=()
   in_c iptables -t nat -F OUTPUT 2>/dev/null || true
-  for dev in t2p0 bv0; do in_c ip link del "$dev" 2>/dev/null || true; done
+  for dev in t2p0 bv0 hev0; do in_c ip link del "$dev" 2>/dev/null || true; done
   rm -rf "$work/ztun-state" "$work/ztun.sock"
 }
 
-setup() { # setup CONFIG: starts it; returns 3 when it cannot run here
-  socks_arg=() wrap=() relay_pid="" want_src=$PROXY_OUT
+setup() { # setup CONFIG: starts it; returns 3 when it cannot run here (why in $skip_why)
+  socks_arg=() wrap=() relay_pid="" want_src=$PROXY_OUT skip_why=
   case $1 in
     kernel) want_src=$CLIENT ;;
     socks-only) socks_arg=(--socks "$PROXY:1080") wrap=(proxychains4 -q -f "$work/pc-1080.conf") ;;
@@ -233,10 +280,18 @@ setup() { # setup CONFIG: starts it; returns 3 when it cannot run here
     # announced to the kernel side (by default it announces none, so the
     # client's stack falls back to 536-byte segments).
     tun2proxy-tuned) start_tun2proxy --max-sessions 4096 --tcp-mss 1460 ;;
+    hev) [ -n "$hev" ] || { skip_why=$hev_missing; return 3; }; start_hev 1500 ;;
+    # The MTU its README and its default configuration use.
+    hev-8500) [ -n "$hev" ] || { skip_why=$hev_missing; return 3; }; start_hev 8500 ;;
     redsocks) start_redsocks ;;
-    badvpn) [ -n "$badvpn" ] || return 3; start_badvpn ;;
+    badvpn)
+      skip_why="no badvpn-tun2socks binary (not packaged in Debian; put one on PATH to include it)"
+      [ -n "$badvpn" ] || return 3
+      start_badvpn
+      ;;
   esac
 }
+hev_missing="no hev-socks5-tunnel binary (neither packaged nor built here: set HEV_SOCKS5_TUNNEL, put one on PATH or at target/bench-tools/bin/ to include it)"
 for port in 1080 1081; do
   printf 'strict_chain\nquiet_mode\ntcp_read_time_out 15000\ntcp_connect_time_out 8000\n[ProxyList]\nsocks5 %s %s\n' \
     $PROXY $port >"$work/pc-$port.conf"
@@ -256,7 +311,7 @@ prove_path() {
   echo "    path proven: the server sees $seen"
 }
 
-iperf() { # iperf CONFIG METRIC ARGS...: runs iperf3, records Gbit/s (UDP: and loss)
+iperf() { # iperf CONFIG METRIC ARGS...: runs iperf3 (TCP), records Gbit/s
   local cfg=$1 metric=$2; shift 2
   local json
   if ! json=$(in_c timeout $((secs + 30)) "${wrap[@]}" iperf3 -c $SERVER -p 5201 -t "$secs" -J "$@" 2>/dev/null); then
@@ -264,14 +319,8 @@ iperf() { # iperf CONFIG METRIC ARGS...: runs iperf3, records Gbit/s (UDP: and l
     record "$cfg" "$metric" null
     return
   fi
-  local gbps loss
-  if [[ " $* " == *" -u "* ]]; then
-    gbps=$(jget '"%.3f" % (d["end"]["sum"]["bits_per_second"] * (100 - d["end"]["sum"]["lost_percent"]) / 100 / 1e9)' <<<"$json")
-    loss=$(jget '"%.2f" % d["end"]["sum"]["lost_percent"]' <<<"$json")
-    record "$cfg" udp_loss_pct "${loss:-null}"
-  else
-    gbps=$(jget '"%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9)' <<<"$json")
-  fi
+  local gbps
+  gbps=$(jget '"%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9)' <<<"$json")
   if [ -z "$gbps" ]; then
     echo "    $metric: iperf3 gave no result: $(jget 'd.get("error", "no summary")' <<<"$json")" >&2
     record "$cfg" "$metric" null
@@ -290,6 +339,12 @@ zb() { # zb CONFIG SUBCOMMAND ARGS...: one zbench test, its JSON fields recorded
 import json, sys
 cfg, sub, line = sys.argv[1:]
 d = json.loads(line or "{}")
+if sub == "udp":
+    # One metric pair per offered rate: udp_1_gbps, udp_1_loss_pct, ...
+    rate = "%g" % d.get("offered_gbps", 0)
+    for k, name in [("received_gbps", "gbps"), ("loss_pct", "loss_pct")]:
+        print(json.dumps({"config": cfg, "metric": f"udp_{rate}_{name}", "value": d.get(k)}))
+    sys.exit()
 keys = {"rate": ["per_sec", "failed"], "latency": ["p50_us", "p99_us", "failed"],
         "close": ["server_first_failed", "client_half_close_failed", "server_first_max_us", "client_half_close_max_us"]}[sub]
 for k in keys:
@@ -329,10 +384,6 @@ measure() { # measure CONFIG
     iperf "$cfg" tcp_down_gbps -R
     iperf "$cfg" tcp_up_p4_gbps -P 4
     case $cfg in
-      socks-only* | redsocks) ;; # TCP only
-      *) iperf "$cfg" udp_gbps -u -b 2G -l 1400 ;;
-    esac
-    case $cfg in
       kernel | ztun | ztun-1500 | ztun-direct)
         local rtt
         rtt=$(in_c ping -q -c "$ping_n" -i 0.01 $SERVER | awk -F/ '/^rtt/ { printf "%.0f", $5 * 1000 }')
@@ -341,6 +392,11 @@ measure() { # measure CONFIG
         ;;
     esac
   fi
+  case $cfg in
+    # redsocks relays TCP only, and microsocks has no UDP ASSOCIATE.
+    redsocks | *microsocks) ;;
+    *) for gbps in "${udp_rates[@]}"; do zb "$cfg" udp --gbps "$gbps" --len 1400 --secs "$udp_secs"; done ;;
+  esac
   [ -z "$relay_pid" ] || record "$cfg" mem_peak_mib "$(vm "$relay_pid" VmHWM)"
 }
 
@@ -350,7 +406,7 @@ for cfg in "${configs[@]}"; do
   rc=0
   setup "$cfg" || rc=$?
   if [ $rc = 3 ]; then
-    echo "    skipped: no badvpn-tun2socks binary (not packaged in Debian; put one on PATH to include it)"
+    echo "    skipped: $skip_why"
     record "$cfg" skipped 1
     continue
   fi
@@ -363,7 +419,10 @@ for cfg in "${configs[@]}"; do
 done
 
 machine="$(nproc) vCPU, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-versions="ztun $(git describe --always --dirty 2>/dev/null || echo ?), rustc $(rustc --version | cut -d' ' -f2), tun2proxy $TUN2PROXY_VERSION, $(danted -v 2>&1 | head -1 | xargs), microsocks $(dpkg-query -W -f '${Version}' microsocks 2>/dev/null), redsocks $(dpkg-query -W -f '${Version}' redsocks 2>/dev/null), iperf3 $(dpkg-query -W -f '${Version}' iperf3 2>/dev/null)"
+# hev-socks5-tunnel --version prints "Version: 2.15.0 1d33451" and exits non-zero.
+hev_version=""
+[ -z "$hev" ] || hev_version="hev-socks5-tunnel $( ("$hev" --version 2>&1 || true) | sed -n 's/^Version: //p'), "
+versions="ztun $(git describe --always --dirty 2>/dev/null || echo ?), rustc $(rustc --version | cut -d' ' -f2), tun2proxy $TUN2PROXY_VERSION, $hev_version$(danted -v 2>&1 | head -1 | xargs), microsocks $(dpkg-query -W -f '${Version}' microsocks 2>/dev/null), redsocks $(dpkg-query -W -f '${Version}' redsocks 2>/dev/null), iperf3 $(dpkg-query -W -f '${Version}' iperf3 2>/dev/null)"
 mode=full; [ $quick = 0 ] || mode=quick
 python3 bench/report.py "$results" --mode "$mode" --machine "$machine" --versions "$versions" \
   --command "bench/run.sh${args:+ $args}" >"$work/table.md"

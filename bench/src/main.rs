@@ -1,10 +1,12 @@
-//! `zbench`: the TCP connection benchmark behind `bench/run.sh`.
+//! `zbench`: the connection and UDP benchmark behind `bench/run.sh`.
 //!
 //! iperf3 measures bulk throughput; zbench measures what a relay does per
 //! connection, which is where transparent proxies differ most: how many
 //! short connections per second it carries (`rate`), how long a connection
 //! takes to set up and answer (`latency`), and whether a close travels
-//! through it promptly in both directions (`close`). The same client runs
+//! through it promptly in both directions (`close`), and how much of a paced
+//! UDP flood arrives (`udp`, which unlike iperf3 can also speak SOCKS5
+//! itself, for the SOCKS-only row). The same client runs
 //! against every configuration (ztun, tun2proxy, redsocks, plain kernel
 //! routing, plain SOCKS5 with `--socks`) and a `zbench serve` in the server
 //! namespace, so the numbers compare like with like.
@@ -17,6 +19,7 @@
 mod client;
 mod serve;
 mod stats;
+mod udp;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -32,9 +35,10 @@ use crate::client::Endpoint;
 #[command(
     name = "zbench",
     version,
-    about = "TCP connection benchmark: connection rate, latency and close propagation through a relay",
-    long_about = "TCP connection benchmark for bench/run.sh: connection rate, latency and close \
-                  propagation through a relay (a TUN proxy, a SOCKS5 server or plain routing).\n\n\
+    about = "Relay benchmark: connection rate, latency, close propagation and UDP loss",
+    long_about = "Relay benchmark for bench/run.sh: connection rate, latency, close propagation \
+                  and UDP delivery through a relay (a TUN proxy, a SOCKS5 server or plain \
+                  routing).\n\n\
                   Run `zbench serve` on the server side, then `rate`, `latency` or `close` on the \
                   client side. Each client subcommand prints one line of JSON on standard output \
                   and the reasons for any failures on standard error. Failures are counted, not \
@@ -62,7 +66,21 @@ enum Command {
     /// Anything else, or an EOF first, closes the connection. A connection
     /// is dropped after 60 s whatever its state. Sockets are bound with
     /// `SO_REUSEADDR` and a listen backlog of 4096.
+    ///
+    /// The same address and port in UDP count `zbench udp` floods and
+    /// answer its queries.
     Serve(ServeArgs),
+    /// UDP delivery: a flood paced at --gbps for --secs, then the count the
+    /// server's sink saw.
+    ///
+    /// Datagrams of --len bytes (UDP payload, header included) go to the
+    /// target, or through a SOCKS5 UDP ASSOCIATE of the flood's own with
+    /// --socks. The sender tops up to the offered rate every millisecond;
+    /// a full socket buffer slows it, which shows as `sent_gbps` below
+    /// `offered_gbps`.
+    ///
+    /// Prints `{"test":"udp","offered_gbps":F,"sent_gbps":F,"sent":N,"received":N,"received_gbps":F,"loss_pct":F,"secs":F}`.
+    Udp(UdpArgs),
     /// Connection rate: COUNT echo exchanges, at most CONCURRENCY at once.
     ///
     /// Each connection: connect (through SOCKS5 with --socks), send `e` and
@@ -151,6 +169,21 @@ struct LatencyArgs {
 }
 
 #[derive(Debug, Args)]
+struct UdpArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Offered rate in Gbit/s of UDP payload.
+    #[arg(long, default_value_t = 1.0)]
+    gbps: f64,
+    /// Bytes of UDP payload per datagram (at least 21: the zbench header).
+    #[arg(long, default_value_t = 1400, value_parser = clap::value_parser!(u16).range(21..=65_507))]
+    len: u16,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+}
+
+#[derive(Debug, Args)]
 struct CloseArgs {
     #[command(flatten)]
     client: ClientArgs,
@@ -194,6 +227,19 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Serve(args) => serve::run(&args.listen).await.map(|()| true),
+        Command::Udp(args) => {
+            let endpoint = endpoint(&args.client).await?;
+            let report = udp::flood(
+                endpoint.target,
+                endpoint.socks,
+                args.gbps,
+                args.len,
+                args.secs,
+            )
+            .await?;
+            print_json(&report)?;
+            Ok(true)
+        }
         Command::Rate(args) => {
             let endpoint = endpoint(&args.client).await?;
             let limit = Duration::from_millis(args.timeout_ms);

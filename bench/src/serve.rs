@@ -28,6 +28,11 @@ pub(crate) async fn run(listen: &[SocketAddr]) -> anyhow::Result<()> {
         let local = listener.local_addr().unwrap_or(addr);
         eprintln!("zbench serve: listening on {local}");
         loops.spawn(accept_loop(listener));
+        loops.spawn(async move {
+            if let Err(e) = crate::udp::sink(local).await {
+                eprintln!("zbench serve: {e:#}");
+            }
+        });
     }
     while let Some(done) = loops.join_next().await {
         // The loops never return; a panic in one would be a bug here.
