@@ -2,8 +2,8 @@
 # Side-by-side benchmark: ztun beside its peers and the kernel path, in one
 # run, on one box (docs/benchmarks.md). Root; own network namespaces only.
 #
-#   bench/run.sh            # the full run (about 15 minutes); writes docs/benchmarks.md
-#   bench/run.sh --quick    # CI smoke (under 3 minutes): every configuration
+#   bench/run.sh            # the full run (about 22 minutes); writes docs/benchmarks.md
+#   bench/run.sh --quick    # CI smoke (about 4 minutes): every configuration
 #                           # runs briefly; fails unless ztun had 0 failed
 #                           # connections and 0 close-propagation failures
 #   bench/run.sh --only ztun,kernel     # some configurations
