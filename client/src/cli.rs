@@ -92,6 +92,17 @@ pub enum Command {
         ztunctl doctor --live --dns-name www.example.com # where does DNS go?\n  \
         ztunctl doctor --live --json                     # the checks as JSON (keys: docs/protocol.md)")]
     Doctor(DoctorArgs),
+    /// List the open TCP and UDP flows of each tunnel: who talks to whom,
+    /// through which upstream, how many bytes each way, for how long.
+    ///
+    /// Oldest first. A tunnel with more than 1,000 open flows lists its
+    /// busiest 1,000 and says how many it left out. Menu-bar apps get the
+    /// same list over XPC (docs/protocol.md, op flows).
+    #[command(after_help = "Examples:\n  \
+        ztunctl flows                 # every tunnel's open flows\n  \
+        ztunctl flows work --watch    # the list again every second; Ctrl-C to stop\n  \
+        ztunctl flows --json          # the helper's reply as JSON (keys: docs/protocol.md)")]
+    Flows(FlowsArgs),
     /// Show the versions of ztunctl, the helper and their protocol.
     Version,
 }
@@ -183,6 +194,22 @@ pub struct StatusArgs {
     pub json: bool,
 
     /// Keep running and print each event (state, route, error) as it happens.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FlowsArgs {
+    /// Show only this tunnel's flows.
+    #[arg(value_parser = parse_from_str::<TunnelName>)]
+    pub name: Option<TunnelName>,
+
+    /// Print the helper's reply as JSON (stable keys: docs/protocol.md);
+    /// with --watch, one line per refresh.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Keep running and show the list again every second.
     #[arg(long)]
     pub watch: bool,
 }

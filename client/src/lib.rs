@@ -34,10 +34,12 @@ use std::time::{Duration, SystemTime};
 
 use ztun_proto::plist::Value;
 use ztun_proto::{
-    DecodeError, DownTarget, ErrorReply, Event, Reply, Request, Response, TunnelSpec,
+    DecodeError, DownTarget, ErrorCode, ErrorReply, Event, Reply, Request, Response, TunnelSpec,
 };
 
-pub use cli::{Cli, Command, DoctorArgs, DownArgs, RouteArgs, RouteCommand, StatusArgs, UpArgs};
+pub use cli::{
+    Cli, Command, DoctorArgs, DownArgs, FlowsArgs, RouteArgs, RouteCommand, StatusArgs, UpArgs,
+};
 pub use transport::{Connection, Endpoint};
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,9 @@ pub fn run(cli: &Cli, out: &mut impl Write) -> Result<(), ClientError> {
     }
     if let Command::Doctor(args) = &cli.command {
         return doctor::run(cli, args, out);
+    }
+    if let Command::Flows(args) = &cli.command {
+        return flows(cli, args, &request, out);
     }
     if let Command::Version = cli.command {
         writeln!(out, "ztunctl {}", env!("CARGO_PKG_VERSION"))?;
@@ -174,6 +179,7 @@ pub fn request_for(command: &Command) -> Result<Request, ClientError> {
             probe: a.probe,
             dns_name: a.dns_name.clone(),
         },
+        Command::Flows(a) => Request::Flows(a.name.clone()),
         Command::Version | Command::Doctor(_) => Request::Version,
     })
 }
@@ -212,6 +218,55 @@ pub(crate) fn exchange(
     match Response::from_value(request.op(), &value)? {
         Response::Ok(reply) => Ok((value, reply)),
         Response::Err(e) => Err(ClientError::Helper(e)),
+    }
+}
+
+/// How often `flows --watch` asks again.
+const FLOWS_REFRESH: Duration = Duration::from_secs(1);
+
+/// `ztunctl flows`: once, or every [`FLOWS_REFRESH`] until interrupted,
+/// on one connection.
+fn flows(
+    cli: &Cli,
+    args: &FlowsArgs,
+    request: &Request,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let mut conn = Connection::open(&cli.endpoint(), cli.timeout)?;
+    loop {
+        let (value, reply) = match exchange(&mut conn, request) {
+            Err(ClientError::Helper(e))
+                if e.code == ErrorCode::InvalidArgument
+                    && e.message.starts_with("op: unknown operation") =>
+            {
+                return Err(ClientError::HelperTooOld("ztunctl flows"));
+            }
+            other => other?,
+        };
+        let Reply::Flows { flows, omitted } = reply else {
+            return Err(ClientError::Protocol(format!("unexpected reply {reply:?}")));
+        };
+        match (args.json, args.watch) {
+            (true, false) => {
+                let pretty = serde_json::to_string_pretty(&value)
+                    .map_err(|e| ClientError::Output(io::Error::other(e)))?;
+                writeln!(out, "{pretty}")?;
+            }
+            (true, true) => writeln!(out, "{}", json_line(&value)?)?,
+            (false, watch) => {
+                if watch {
+                    let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
+                    writeln!(out, "{stamp}")?;
+                }
+                write!(out, "{}", render::flows(&flows, omitted))?;
+            }
+        }
+        if !args.watch {
+            return Ok(());
+        }
+        writeln!(out)?;
+        out.flush()?;
+        std::thread::sleep(FLOWS_REFRESH);
     }
 }
 

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ztun_proto::{
-    DecodeError, Event, InstalledRoute, NetworkCause, RouteChange, TunnelStatus, UpstreamHealth,
+    DecodeError, Event, Flow, InstalledRoute, NetworkCause, RouteChange, TunnelStatus,
+    UpstreamHealth,
 };
 
 /// One tunnel as a block of aligned lines.
@@ -95,6 +96,71 @@ pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
         let _ = writeln!(out, "  drops     {}", list.join(", "));
     }
     out
+}
+
+/// The open flows as an aligned table, then how many there are.
+pub(crate) fn flows(list: &[Flow], omitted: u64) -> String {
+    if list.is_empty() && omitted == 0 {
+        return "no open flows\n".to_owned();
+    }
+    let header = [
+        "TUNNEL",
+        "PROTO",
+        "SOURCE",
+        "DESTINATION",
+        "UPSTREAM",
+        "UP",
+        "DOWN",
+        "AGE",
+    ];
+    let mut rows = vec![header.map(str::to_owned)];
+    rows.extend(list.iter().map(|f| {
+        [
+            f.tunnel.to_string(),
+            f.protocol.to_string(),
+            f.source.to_string(),
+            f.destination.to_string(),
+            f.upstream.clone(),
+            bytes(f.bytes_up),
+            bytes(f.bytes_down),
+            age(Duration::from_millis(f.age_millis)),
+        ]
+    }));
+    let mut widths = [0; 8];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            // Byte counts and ages read best aligned right.
+            if (5..=7).contains(&i) {
+                let _ = write!(line, "{cell:>w$}  ");
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    let _ = write!(out, "{} open flow(s)", list.len() as u64 + omitted);
+    if omitted > 0 {
+        let _ = write!(out, "; the {omitted} quietest are not listed");
+    }
+    out.push('\n');
+    out
+}
+
+/// A flow's age to the second (`0s`, `4m 2s`, `1h 0m 5s`).
+fn age(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, secs / 60 % 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, m, s) => format!("{h}h {m}m {s}s"),
+    }
 }
 
 /// `reachable, 2 reconnects` or `UNREACHABLE: <why>`, then refusals.
@@ -222,6 +288,34 @@ mod tests {
         assert_eq!(bytes(181_000), "181.0 kB");
         assert_eq!(bytes(1_572_864), "1.6 MB");
         assert_eq!(bytes(u64::MAX), "18446744.1 TB");
+    }
+
+    #[test]
+    fn flows_are_a_table_with_a_count_and_say_what_was_left_out() {
+        let flow = |protocol: &str, source: &str, up, down, age_millis| Flow {
+            tunnel: "work".parse().unwrap(),
+            protocol: protocol.parse().unwrap(),
+            source: source.parse().unwrap(),
+            destination: "203.0.113.5:443".parse().unwrap(),
+            upstream: "socks5://alice:***@192.0.2.10:1080".into(),
+            bytes_up: up,
+            bytes_down: down,
+            age_millis,
+        };
+        let list = [
+            flow("tcp", "198.18.0.1:50312", 1_200, 10_485_760, 3_723_000),
+            flow("udp", "198.18.0.1:5353", 64, 0, 900),
+        ];
+        assert_eq!(
+            flows(&list, 0),
+            "TUNNEL  PROTO  SOURCE            DESTINATION      UPSTREAM                                UP     DOWN       AGE\n\
+             work    tcp    198.18.0.1:50312  203.0.113.5:443  socks5://alice:***@192.0.2.10:1080  1.2 kB  10.5 MB  1h 2m 3s\n\
+             work    udp    198.18.0.1:5353   203.0.113.5:443  socks5://alice:***@192.0.2.10:1080    64 B      0 B        0s\n\
+             2 open flow(s)\n"
+        );
+        assert!(flows(&list[..1], 1_500)
+            .ends_with("1501 open flow(s); the 1500 quietest are not listed\n"));
+        assert_eq!(flows(&[], 0), "no open flows\n");
     }
 
     #[test]

@@ -16,14 +16,14 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use tokio::sync::{broadcast, Mutex};
+use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 use ztun_engine::{EngineConfig, IpCidr};
 use ztun_proto::{
-    DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Host, InstalledRoute, NetworkCause,
+    DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Flow, Host, InstalledRoute, NetworkCause,
     Reply, Request, ResolverRoute, RouteChange, Socks5Upstream, TunnelName, TunnelSpec,
     TunnelState, TunnelStatus, Upstream, PROTOCOL_VERSION,
 };
@@ -34,10 +34,14 @@ use crate::relay::echo::EchoForwarder;
 use crate::relay::{Binder, Relay};
 use crate::routes::{self, PhysicalGateway, RouteEntry, RouteError, RouteLedger, RouteTarget};
 use crate::state::{DesiredTunnels, Loaded};
-use crate::tunnel::{self, SharedCounters};
+use crate::tunnel::{self, FlowsQuery, SharedCounters};
 
 /// Events kept for a watcher that falls behind before it is told so.
 const EVENT_BACKLOG: usize = 256;
+/// `flows` requests waiting for one data plane; more are refused as busy.
+const FLOWS_QUERIES: usize = 8;
+/// How long a data plane may take to list its flows.
+const FLOWS_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Tunnel {
     spec: TunnelSpec,
@@ -51,6 +55,8 @@ struct Tunnel {
     upstream_ips: Vec<IpAddr>,
     relay: Relay,
     counters: SharedCounters,
+    /// Asks the data plane for its open flows.
+    flows: mpsc::Sender<FlowsQuery>,
     since: i64,
     data_plane: JoinHandle<()>,
 }
@@ -261,6 +267,7 @@ impl<P: Platform> Daemon<P> {
             tracing::warn!("tunnel {}: SOCKS5 upstream: {e}", spec.name);
         }
         let counters = SharedCounters::default();
+        let (flows, queries) = mpsc::channel(FLOWS_QUERIES);
         let config = engine_config(&spec);
         let data_plane = self.data_plane.spawn({
             let (counters, events, name, relay) = (
@@ -270,7 +277,8 @@ impl<P: Platform> Daemon<P> {
                 relay.clone(),
             );
             async move {
-                if let Err(e) = tunnel::run(Arc::new(device), config, echo, relay, counters).await {
+                let device = Arc::new(device);
+                if let Err(e) = tunnel::run(device, config, echo, relay, counters, queries).await {
                     tracing::error!("tunnel {name}: data plane stopped: {e}");
                     let _ = events.send(Event::Error {
                         name: Some(name),
@@ -296,6 +304,7 @@ impl<P: Platform> Daemon<P> {
             upstream_ips,
             relay,
             counters,
+            flows,
             since: unix_now(),
             data_plane,
         };
@@ -860,6 +869,72 @@ impl<P: Platform> Daemon<P> {
     }
 }
 
+impl<P: Platform> Daemon<P> {
+    /// Each tunnel's open flows (all tunnels, or the named one), asked of
+    /// the data planes without the state lock held; oldest first.
+    async fn flows(&self, name: Option<&TunnelName>) -> Result<Reply, ErrorReply> {
+        let asks: Vec<(TunnelName, String, mpsc::Sender<FlowsQuery>)> = {
+            let state = self.state.lock().await;
+            state
+                .tunnels
+                .values()
+                .filter(|t| name.is_none_or(|n| &t.spec.name == n))
+                .map(|t| {
+                    let upstream = t.spec.upstream.redacted().to_string();
+                    (t.spec.name.clone(), upstream, t.flows.clone())
+                })
+                .collect()
+        };
+        if let Some(n) = name.filter(|_| asks.is_empty()) {
+            return Err(error(
+                ErrorCode::NotFound,
+                format!("no tunnel named {n}; see ztunctl status"),
+            ));
+        }
+        let (mut flows, mut omitted) = (Vec::new(), 0);
+        for (tunnel, upstream, ask) in asks {
+            let (reply, answer) = oneshot::channel();
+            let busy = || {
+                error(
+                    ErrorCode::Internal,
+                    format!("tunnel {tunnel}'s data plane did not list its flows; try again"),
+                )
+            };
+            if ask.try_send(reply).is_err() {
+                // A stopped data plane has no flows; a busy one says so.
+                if ask.is_closed() {
+                    continue;
+                }
+                return Err(busy());
+            }
+            let list = match tokio::time::timeout(FLOWS_TIMEOUT, answer).await {
+                Ok(Ok(list)) => list,
+                Ok(Err(_)) => continue,
+                Err(_) => return Err(busy()),
+            };
+            omitted += list.omitted;
+            flows.extend(list.flows.into_iter().map(|f| Flow {
+                tunnel: tunnel.clone(),
+                protocol: f.protocol,
+                source: f.src,
+                destination: f.dst,
+                upstream: upstream.clone(),
+                bytes_up: f.bytes_up,
+                bytes_down: f.bytes_down,
+                age_millis: u64::try_from(f.age.as_millis()).unwrap_or(u64::MAX),
+            }));
+        }
+        flows.sort_by(|a, b| {
+            (&a.tunnel, std::cmp::Reverse(a.age_millis), a.source).cmp(&(
+                &b.tunnel,
+                std::cmp::Reverse(b.age_millis),
+                b.source,
+            ))
+        });
+        Ok(Reply::Flows { flows, omitted })
+    }
+}
+
 /// The ICMP identifier for a tunnel's forwarder: distinct per interface, so
 /// two tunnels' raw sockets never claim each other's replies.
 fn echo_ident(interface: &str) -> u16 {
@@ -951,6 +1026,7 @@ impl<P: Platform> Handler for Daemon<P> {
                 .await
                 .map(|s| Reply::Tunnel(Box::new(s))),
             Request::Watch(_) => Ok(Reply::Done),
+            Request::Flows(name) => self.flows(name.as_ref()).await,
             Request::Doctor {
                 name,
                 probe,

@@ -23,14 +23,14 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use ztun_engine::{DropReason, Engine, EngineConfig, Event, FlowId, Unreachable};
-use ztun_proto::Counters;
+use ztun_proto::{Counters, FlowProtocol, MAX_FLOWS_PER_REPLY};
 
 use crate::device::{lost_one_packet, Batch, PacketDevice};
 use crate::relay::datagram::{self, Datagrams};
@@ -81,7 +81,78 @@ enum Upstream {
     UdpClosed(FlowId),
 }
 
+/// What `flows` shows of a flow, kept beside it.
+#[derive(Debug, Clone, Copy)]
+struct FlowMeta {
+    src: SocketAddr,
+    dst: SocketAddr,
+    opened: Instant,
+    /// Payload bytes from the application, and back to it.
+    up: u64,
+    down: u64,
+}
+
+impl FlowMeta {
+    fn new(src: SocketAddr, dst: SocketAddr) -> Self {
+        Self {
+            src,
+            dst,
+            opened: Instant::now(),
+            up: 0,
+            down: 0,
+        }
+    }
+
+    fn open(&self, protocol: FlowProtocol, now: Instant) -> OpenFlow {
+        OpenFlow {
+            protocol,
+            src: self.src,
+            dst: self.dst,
+            bytes_up: self.up,
+            bytes_down: self.down,
+            age: now.saturating_duration_since(self.opened),
+        }
+    }
+}
+
+/// One open flow as the data plane reports it to `flows`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFlow {
+    pub protocol: FlowProtocol,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub age: Duration,
+}
+
+/// The open flows, the busiest [`MAX_FLOWS_PER_REPLY`] of them, and how
+/// many more there were.
+#[derive(Debug, Default)]
+pub struct FlowList {
+    pub flows: Vec<OpenFlow>,
+    pub omitted: u64,
+}
+
+impl FlowList {
+    /// At most `limit` of `flows`: the ones that moved the most bytes.
+    fn busiest(mut flows: Vec<OpenFlow>, limit: usize) -> Self {
+        let mut omitted = 0;
+        if flows.len() > limit {
+            let bytes = |f: &OpenFlow| std::cmp::Reverse(f.bytes_up.saturating_add(f.bytes_down));
+            flows.select_nth_unstable_by_key(limit.saturating_sub(1), bytes);
+            omitted = (flows.len() - limit) as u64;
+            flows.truncate(limit);
+        }
+        Self { flows, omitted }
+    }
+}
+
+/// A `flows` request to a running data plane: it answers on the channel.
+pub type FlowsQuery = oneshot::Sender<FlowList>;
+
 struct TcpFlow {
+    meta: FlowMeta,
     /// Client→upstream chunks; dropped on the client's FIN, which the
     /// writer turns into a shutdown of the upstream socket.
     to_upstream: Option<mpsc::Sender<Vec<u8>>>,
@@ -97,6 +168,7 @@ struct TcpFlow {
 }
 
 struct UdpFlow {
+    meta: FlowMeta,
     out: UdpOut,
     task: tokio::task::AbortHandle,
 }
@@ -224,6 +296,7 @@ pub async fn run<D: PacketDevice>(
     echo: Option<EchoForwarder>,
     relay: Relay,
     counters: SharedCounters,
+    mut queries: mpsc::Receiver<FlowsQuery>,
 ) -> io::Result<()> {
     let started = std::time::Instant::now();
     let now = move || {
@@ -293,6 +366,9 @@ pub async fn run<D: PacketDevice>(
             }
             () = sleep_until(deadline) => {}
             _ = refresh.tick() => counters.set_rates(&mut rates),
+            Some(reply) = queries.recv() => {
+                let _ = reply.send(dp.flows(Instant::now()));
+            }
             Some(_) = dp.tasks.join_next(), if !dp.tasks.is_empty() => {}
         }
         // Events arise from input and from timers that poll_transmit runs,
@@ -405,7 +481,7 @@ impl DataPlane {
     fn events(&mut self, engine: &mut Engine) {
         while let Some(event) = engine.poll_event() {
             match event {
-                Event::TcpOpened { flow, dst, .. } => self.open_tcp(engine, flow, dst),
+                Event::TcpOpened { flow, src, dst } => self.open_tcp(engine, flow, src, dst),
                 Event::TcpReadable { flow } | Event::TcpReadClosed { flow } => {
                     if let Event::TcpReadClosed { .. } = event {
                         if let Some(f) = self.tcp.get_mut(&flow) {
@@ -420,7 +496,7 @@ impl DataPlane {
                         f.task.abort();
                     }
                 }
-                Event::UdpDatagram(d) => self.udp_out(d.flow, d.dst, d.payload),
+                Event::UdpDatagram(d) => self.udp_out(d.flow, d.src, d.dst, d.payload),
                 Event::UdpExpired { flow } => {
                     self.send_staged();
                     if let Some(f) = self.udp.remove(&flow) {
@@ -462,7 +538,20 @@ impl DataPlane {
         true
     }
 
-    fn open_tcp(&mut self, engine: &mut Engine, flow: FlowId, dst: SocketAddr) {
+    /// The open flows, the busiest first when there are too many to list.
+    fn flows(&self, now: Instant) -> FlowList {
+        let tcp = self
+            .tcp
+            .values()
+            .map(|f| f.meta.open(FlowProtocol::Tcp, now));
+        let udp = self
+            .udp
+            .values()
+            .map(|f| f.meta.open(FlowProtocol::Udp, now));
+        FlowList::busiest(tcp.chain(udp).collect(), MAX_FLOWS_PER_REPLY)
+    }
+
+    fn open_tcp(&mut self, engine: &mut Engine, flow: FlowId, src: SocketAddr, dst: SocketAddr) {
         if !self.admit(dst) {
             // The client sees a RST now rather than a hang (S5).
             let _ = engine.tcp_abort(flow);
@@ -481,6 +570,7 @@ impl DataPlane {
         self.tcp.insert(
             flow,
             TcpFlow {
+                meta: FlowMeta::new(src, dst),
                 to_upstream: Some(to_upstream),
                 parked: None,
                 client_fin: false,
@@ -513,6 +603,7 @@ impl DataPlane {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            f.meta.up += n as u64;
             if let Err(mpsc::error::TrySendError::Full(chunk)) =
                 tx.try_send(self.chunk[..n].to_vec())
             {
@@ -536,10 +627,12 @@ impl DataPlane {
         while let Some((chunk, at)) = f.from_upstream.front_mut() {
             match engine.tcp_send(flow, &chunk[*at..]) {
                 Ok(n) if *at + n == chunk.len() => {
+                    f.meta.down += n as u64;
                     f.from_upstream.pop_front();
                     f.credits.add_permits(1);
                 }
                 Ok(n) => {
+                    f.meta.down += n as u64;
                     *at += n;
                     return;
                 }
@@ -575,8 +668,13 @@ impl DataPlane {
             }
             Upstream::TcpDrained(flow) => self.client_to_upstream(engine, flow),
             Upstream::UdpData(flow, datagrams) => {
+                let mut bytes = 0;
                 for d in datagrams.iter() {
+                    bytes += d.len() as u64;
                     let _ = engine.udp_send(flow, d);
+                }
+                if let Some(f) = self.udp.get_mut(&flow) {
+                    f.meta.down += bytes;
                 }
             }
             Upstream::UdpAssociated(flow, socket) => {
@@ -602,12 +700,12 @@ impl DataPlane {
         }
     }
 
-    fn udp_out(&mut self, flow: FlowId, dst: SocketAddr, payload: Vec<u8>) {
+    fn udp_out(&mut self, flow: FlowId, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
         if !self.udp.contains_key(&flow) {
             if !self.admit(dst) {
                 return;
             }
-            let Some(f) = self.open_udp(flow, dst) else {
+            let Some(f) = self.open_udp(flow, src, dst) else {
                 return;
             };
             self.udp.insert(flow, f);
@@ -615,6 +713,7 @@ impl DataPlane {
         let Some(f) = self.udp.get_mut(&flow) else {
             return;
         };
+        f.meta.up += payload.len() as u64;
         match &mut f.out {
             UdpOut::Socket { .. } => self.stage(flow, &payload),
             UdpOut::Associating { waiting, .. } => {
@@ -633,7 +732,7 @@ impl DataPlane {
         }
     }
 
-    fn open_udp(&mut self, flow: FlowId, dst: SocketAddr) -> Option<UdpFlow> {
+    fn open_udp(&mut self, flow: FlowId, src: SocketAddr, dst: SocketAddr) -> Option<UdpFlow> {
         let (relay, inbox) = (self.relay.clone(), self.inbox.0.clone());
         let (out, task) = match self.relay.socks() {
             None => {
@@ -661,7 +760,11 @@ impl DataPlane {
                 (UdpOut::Associating { waiting, header }, task)
             }
         };
-        Some(UdpFlow { out, task })
+        Some(UdpFlow {
+            meta: FlowMeta::new(src, dst),
+            out,
+            task,
+        })
     }
 
     /// Adds a datagram of `flow`, whose socket is open, to the batch on its
@@ -973,6 +1076,30 @@ mod tests {
         let runs = socks_payloads(&one, dst);
         assert_eq!(runs.len(), 1, "an empty datagram is still a datagram");
         assert_eq!(runs[0].iter().collect::<Vec<_>>(), [&b""[..]]);
+    }
+
+    #[test]
+    fn a_long_flow_list_keeps_the_busiest_and_counts_the_rest() {
+        let flow = |port, bytes_up, bytes_down| OpenFlow {
+            protocol: FlowProtocol::Tcp,
+            src: SocketAddr::from(([198, 18, 0, 1], port)),
+            dst: "203.0.113.5:443".parse().unwrap(),
+            bytes_up,
+            bytes_down,
+            age: Duration::ZERO,
+        };
+        let all = vec![
+            flow(1, 10, 0),
+            flow(2, 0, 500),
+            flow(3, 7, 7),
+            flow(4, 300, 300),
+        ];
+        let list = FlowList::busiest(all.clone(), 2);
+        let mut kept: Vec<u16> = list.flows.iter().map(|f| f.src.port()).collect();
+        kept.sort_unstable();
+        assert_eq!((kept, list.omitted), (vec![2, 4], 2));
+        let list = FlowList::busiest(all, 4);
+        assert_eq!((list.flows.len(), list.omitted), (4, 0));
     }
 
     #[test]

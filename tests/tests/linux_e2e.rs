@@ -911,3 +911,111 @@ fn full_tunnel_mode_carries_everything_without_looping() {
     t.ztunctl_ok(&["down", "all"]).unwrap();
     assert!(!t.client_routes().unwrap().contains("ztun0"));
 }
+
+#[test]
+fn flows_lists_each_open_flow_with_its_bytes_and_forgets_it_once_closed() {
+    if !can_run("flows_lists_each_open_flow_with_its_bytes_and_forgets_it_once_closed") {
+        return;
+    }
+    let t = Topology::new("flows").unwrap();
+    // Reads 1,000 bytes, answers 5,000, then holds the connection until the
+    // client closes it.
+    let server = format!(
+        "import socket\nl = socket.socket()\nl.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         l.bind(('{SERVER}', 7000))\nl.listen()\nwhile True:\n    c, _ = l.accept()\n    n = 0\n\
+         \x20   while n < 1000:\n        n += len(c.recv(1000 - n))\n    c.sendall(b'd' * 5000)\n\
+         \x20   c.recv(1)\n    c.close()\n"
+    );
+    let _tcp = t.server.spawn("python3", &["-c", &server]).unwrap();
+    let _udp = servers::udp_echo(&t.server, SERVER, 5300).unwrap();
+    assert!(eventually(Duration::from_secs(10), || servers::listening(
+        &t.server,
+        servers::Proto::Tcp,
+        SERVER,
+        7000
+    )
+    .unwrap_or(false)));
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&["up", "--name", "live", "--route", "203.0.113.0/25"])
+        .unwrap();
+    assert_eq!(
+        t.ztunctl_ok(&["flows"]).unwrap(),
+        "no open flows\n",
+        "nothing is open yet"
+    );
+    // One TCP flow that has moved 1,000 bytes up and 5,000 down and stays
+    // open, and one UDP flow with a 300-byte question answered in kind.
+    let done = t.dir.join("client-done");
+    let client = format!(
+        "import socket, os, time\nc = socket.create_connection(('{SERVER}', 7000))\nc.sendall(b'u' * 1000)\n\
+         n = 0\nwhile n < 5000:\n    n += len(c.recv(5000 - n))\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nu.settimeout(3)\n\
+         u.sendto(b'q' * 300, ('{SERVER}', 5300))\nassert len(u.recvfrom(1000)[0]) == 300\n\
+         open('{}', 'w').close()\ntime.sleep(30)\n",
+        done.display()
+    );
+    let holder = t.client.spawn("python3", &["-c", &client]).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || done.exists()),
+        "the client finished its exchanges"
+    );
+    let out = t.ztunctl_ok(&["flows", "live", "--json"]).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let flows = reply["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 2, "{out}");
+    assert_eq!(reply["omitted"], 0);
+    let find = |protocol: &str| {
+        flows
+            .iter()
+            .find(|f| f["protocol"] == protocol)
+            .unwrap_or_else(|| panic!("no {protocol} flow in {out}"))
+    };
+    let tcp = find("tcp");
+    assert_eq!(tcp["tunnel"], "live");
+    assert_eq!(tcp["destination"], format!("{SERVER}:7000"));
+    assert!(tcp["source"].as_str().unwrap().starts_with("198.18.0.1:"));
+    assert_eq!(tcp["upstream"], "direct");
+    assert_eq!(
+        (tcp["bytes_up"].as_u64(), tcp["bytes_down"].as_u64()),
+        (Some(1000), Some(5000))
+    );
+    let udp = find("udp");
+    assert_eq!(udp["destination"], format!("{SERVER}:5300"));
+    assert_eq!(
+        (udp["bytes_up"].as_u64(), udp["bytes_down"].as_u64()),
+        (Some(300), Some(300))
+    );
+    assert!(tcp["age_millis"].as_u64().unwrap() < 30_000);
+    // The table a person reads says the same.
+    let table = t.ztunctl_ok(&["flows"]).unwrap();
+    assert!(table.starts_with("TUNNEL  PROTO  SOURCE"), "{table}");
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.contains(" tcp "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let want = [
+        "live",
+        "tcp",
+        &format!("{SERVER}:7000"),
+        "direct",
+        "1.0",
+        "kB",
+        "5.0",
+        "kB",
+    ];
+    assert_eq!([&row[..2], &row[3..9]].concat(), want, "{table}");
+    assert!(table.ends_with("2 open flow(s)\n"), "{table}");
+    let missing = t.ztunctl(&["flows", "nosuch"]).unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no tunnel named nosuch"));
+    // The client goes away: its TCP flow closes and leaves the list.
+    drop(holder);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            !t.ztunctl_ok(&["flows"]).unwrap().contains("tcp")
+        }),
+        "the closed TCP flow left the list"
+    );
+}

@@ -12,6 +12,7 @@
 mod doctor;
 mod error;
 mod fields;
+mod flows;
 pub mod frame;
 mod message;
 mod spec;
@@ -19,6 +20,7 @@ mod upstream;
 
 pub use doctor::{check, parse_dns_name, parse_probe, DoctorCheck};
 pub use error::{DecodeError, ErrorCode};
+pub use flows::{Flow, FlowProtocol, MAX_FLOWS_PER_REPLY};
 pub use message::{
     DownTarget, ErrorReply, Event, NetworkCause, Op, Reply, Request, Response, RouteChange,
     PROTOCOL_VERSION,

@@ -11,7 +11,8 @@ use ipnet::IpNet;
 use plist::Value;
 
 use crate::doctor::{parse_dns_name, parse_probe, DoctorCheck};
-use crate::fields::{DictBuilder, Fields};
+use crate::fields::{counter, DictBuilder, Fields};
+use crate::flows::Flow;
 use crate::spec::{parse_route, InstalledRoute, TunnelName, TunnelSpec, TunnelStatus};
 use crate::{DecodeError, ErrorCode};
 
@@ -30,10 +31,11 @@ pub enum Op {
     RouteRemove,
     Watch,
     Doctor,
+    Flows,
 }
 
 impl Op {
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 9] = [
         Op::Version,
         Op::Up,
         Op::Down,
@@ -42,6 +44,7 @@ impl Op {
         Op::RouteRemove,
         Op::Watch,
         Op::Doctor,
+        Op::Flows,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl Op {
             Op::RouteRemove => "route.remove",
             Op::Watch => "watch",
             Op::Doctor => "doctor",
+            Op::Flows => "flows",
         }
     }
 
@@ -121,6 +125,8 @@ pub enum Request {
         probe: Option<SocketAddr>,
         dns_name: Option<String>,
     },
+    /// The open flows of one tunnel, or of all when `None`.
+    Flows(Option<TunnelName>),
 }
 
 impl Request {
@@ -134,6 +140,7 @@ impl Request {
             Request::RouteRemove { .. } => Op::RouteRemove,
             Request::Watch(_) => Op::Watch,
             Request::Doctor { .. } => Op::Doctor,
+            Request::Flows(_) => Op::Flows,
         }
     }
 
@@ -182,6 +189,7 @@ impl Request {
                 probe: f.opt_parsed("probe", parse_probe)?,
                 dns_name: f.opt_parsed("dns_name", parse_dns_name)?,
             },
+            Op::Flows => Request::Flows(opt_name()?),
         })
     }
 
@@ -195,7 +203,9 @@ impl Request {
             Request::Up(spec) => b.set("tunnel", spec.to_value()),
             Request::Down(DownTarget::Name(n)) => b.set("name", n.to_string()),
             Request::Down(DownTarget::All) => b.flag("all", true),
-            Request::Status(n) | Request::Watch(n) => b.set_opt("name", name(n)),
+            Request::Status(n) | Request::Watch(n) | Request::Flows(n) => {
+                b.set_opt("name", name(n))
+            }
             Request::RouteAdd { name, routes } | Request::RouteRemove { name, routes } => {
                 b.set("name", name.to_string()).strings("routes", routes)
             }
@@ -254,6 +264,10 @@ pub enum Reply {
     Done,
     /// `doctor`: one entry per check, in the order they are best read.
     Doctor(Vec<DoctorCheck>),
+    /// `flows`: the open flows, oldest first, at most
+    /// [`MAX_FLOWS_PER_REPLY`](crate::MAX_FLOWS_PER_REPLY); `omitted` more
+    /// were open but left out (the quietest).
+    Flows { flows: Vec<Flow>, omitted: u64 },
 }
 
 /// A reply: `{"ok": 1, …}` or `{"ok": 0, "error": {"code", "message"}}`.
@@ -294,6 +308,12 @@ impl Response {
                 "checks",
                 checks.iter().map(DoctorCheck::to_value).collect::<Vec<_>>(),
             ),
+            Response::Ok(Reply::Flows { flows, omitted }) => ok
+                .set(
+                    "flows",
+                    flows.iter().map(Flow::to_value).collect::<Vec<_>>(),
+                )
+                .set("omitted", counter(*omitted)),
             Response::Err(e) => DictBuilder::new().flag("ok", false).set(
                 "error",
                 DictBuilder::new()
@@ -345,6 +365,15 @@ impl Response {
                     .map(|(i, c)| DoctorCheck::decode(c, &format!("checks[{i}]")))
                     .collect::<Result<_, _>>()?,
             ),
+            Op::Flows => Reply::Flows {
+                flows: f
+                    .array("flows")?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Flow::decode(v, &format!("flows[{i}]")))
+                    .collect::<Result<_, _>>()?,
+                omitted: f.opt_int_as("omitted")?.unwrap_or(0),
+            },
         };
         Ok(Response::Ok(reply))
     }

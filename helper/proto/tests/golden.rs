@@ -13,9 +13,9 @@ use std::path::PathBuf;
 
 use ztun_proto::plist::Value;
 use ztun_proto::{
-    Counters, DoctorCheck, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, InstalledRoute,
-    InterfaceAddress, NetworkCause, Op, Reply, Request, ResolverRoute, Response, RouteChange,
-    TunnelSpec, TunnelState, TunnelStatus, UpstreamHealth,
+    Counters, DoctorCheck, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Flow,
+    FlowProtocol, InstalledRoute, InterfaceAddress, NetworkCause, Op, Reply, Request,
+    ResolverRoute, Response, RouteChange, TunnelSpec, TunnelState, TunnelStatus, UpstreamHealth,
 };
 
 enum Message {
@@ -243,6 +243,38 @@ fn cases() -> Vec<(&'static str, Message)> {
                 probe: Some("203.0.113.5:443".parse().unwrap()),
                 dns_name: Some("www.example.test".into()),
             }),
+        ),
+        ("request-flows", Message::Request(Request::Flows(None))),
+        (
+            "reply-flows",
+            Message::Response(
+                Op::Flows,
+                Response::Ok(Reply::Flows {
+                    flows: vec![
+                        Flow {
+                            tunnel: name(),
+                            protocol: FlowProtocol::Tcp,
+                            source: "198.18.0.1:50312".parse().unwrap(),
+                            destination: "203.0.113.5:443".parse().unwrap(),
+                            upstream: "socks5://alice:***@192.0.2.10:1080".into(),
+                            bytes_up: 1_200,
+                            bytes_down: 10_485_760,
+                            age_millis: 3_723_000,
+                        },
+                        Flow {
+                            tunnel: name(),
+                            protocol: FlowProtocol::Udp,
+                            source: "[2001:db8:ff::1]:5353".parse().unwrap(),
+                            destination: "[2001:db8:1::53]:53".parse().unwrap(),
+                            upstream: "socks5://alice:***@192.0.2.10:1080".into(),
+                            bytes_up: 64,
+                            bytes_down: 480,
+                            age_millis: 900,
+                        },
+                    ],
+                    omitted: 0,
+                }),
+            ),
         ),
         (
             "reply-version",

@@ -102,6 +102,7 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Down(DownTarget::All)),
         proptest::option::of(name()).prop_map(Request::Status),
         proptest::option::of(name()).prop_map(Request::Watch),
+        proptest::option::of(name()).prop_map(Request::Flows),
         (name(), routes()).prop_map(|(name, routes)| Request::RouteAdd { name, routes }),
         (name(), routes()).prop_map(|(name, routes)| Request::RouteRemove { name, routes }),
         (

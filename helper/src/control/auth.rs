@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn everyone_may_read() {
         let a = admins(Some(5000), &[]);
-        for op in [Op::Version, Op::Status, Op::Watch, Op::Doctor] {
+        for op in [Op::Version, Op::Status, Op::Watch, Op::Doctor, Op::Flows] {
             assert_eq!(
                 a.authorize(
                     op,
