@@ -10,13 +10,14 @@ command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust wi
 if [ "$(id -u)" = 0 ]; then
   # What the end-to-end tests run: real clients and servers from Debian.
   # SOCKS5: microsocks, danted (dante-server; openssl hashes its test user's
-  # password). DNS: dnsmasq from dnsmasq-base, which is the program alone:
-  # the dnsmasq package would also install and start a system resolver.
-  # apt-install.sh keeps dante-server from starting a danted of its own.
+  # password). HTTP CONNECT: tinyproxy. DNS: dnsmasq from dnsmasq-base,
+  # which is the program alone: the dnsmasq package would also install and
+  # start a system resolver. apt-install.sh keeps dante-server and
+  # tinyproxy from starting daemons of their own.
   missing=()
   for tool in ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl setpriv:util-linux python3:python3 \
     microsocks:microsocks danted:dante-server dnsmasq:dnsmasq-base tcpdump:tcpdump dig:bind9-dnsutils \
-    openssl:openssl systemd-analyze:systemd; do
+    openssl:openssl systemd-analyze:systemd tinyproxy:tinyproxy; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
   done
   scripts/apt-install.sh "${missing[@]}"

@@ -59,6 +59,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         ztunctl up --route 203.0.113.0/24\n  \
         ztunctl up --name work --route 198.51.100.0/24 --upstream socks5://192.0.2.10:1080\n  \
+        ztunctl up --full --upstream socks5://192.0.2.10:1080 --upstream http://192.0.2.11:3128\n  \
         ztunctl up --full --exclude 192.0.2.0/24 --upstream socks5://user:pass@192.0.2.10:1080")]
     Up(UpArgs),
     /// Take a tunnel down, removing every route it installed.
@@ -152,9 +153,14 @@ pub struct UpArgs {
     #[arg(long)]
     pub allow_ipv6_leak: bool,
 
-    /// Where flows go: direct, or socks5://[user:pass@]host:port.
-    #[arg(long, default_value = "direct", value_name = "URL", value_parser = parse_from_str::<Upstream>)]
-    pub upstream: Upstream,
+    /// Where flows go: direct (the default), socks5://[user:pass@]host:port
+    /// or http://[user:pass@]host:port (HTTP CONNECT). Repeat it for
+    /// failover: new flows take the first proxy that is reachable, and
+    /// move back as soon as an earlier one recovers. An HTTP proxy carries
+    /// TCP only: DNS goes through it as DNS over TCP, other UDP is refused
+    /// (ICMP prohibited), so QUIC falls back to TCP at once.
+    #[arg(long = "upstream", value_name = "URL", value_parser = parse_from_str::<Upstream>)]
+    pub upstreams: Vec<Upstream>,
 
     /// With a socks5 upstream: relay DNS (UDP port 53) as DNS over TCP
     /// through CONNECT, for SOCKS servers without UDP ASSOCIATE.

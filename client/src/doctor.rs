@@ -12,7 +12,8 @@ use ipnet::IpNet;
 
 use ztun_proto::plist::Value;
 use ztun_proto::{
-    DoctorCheck, ErrorCode, Reply, Request, TunnelState, TunnelStatus, PROTOCOL_VERSION,
+    DoctorCheck, ErrorCode, Reply, Request, TunnelName, TunnelState, TunnelStatus, Upstream,
+    UpstreamHealth, PROTOCOL_VERSION,
 };
 
 use crate::{exchange, hints, Cli, ClientError, Connection, DoctorArgs};
@@ -149,7 +150,11 @@ fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::
         t.state, t.spec.address, t.spec.peer
     );
     // Degraded for an unreachable upstream is reported by the upstream check.
-    let upstream_down = t.upstream_health.as_ref().is_some_and(|h| !h.reachable);
+    let upstream_down = t
+        .upstream_health
+        .iter()
+        .chain(&t.failover_health)
+        .any(|h| !h.reachable);
     match t.state {
         TunnelState::Up => report.pass(&summary)?,
         TunnelState::Degraded if upstream_down => {
@@ -227,22 +232,39 @@ fn check_tunnel<W: Write>(report: &mut Report<'_, W>, t: &TunnelStatus) -> std::
             )?;
         }
     }
-    let upstream = &t.spec.upstream;
-    let Some(h) = &t.upstream_health else {
+    if t.upstream_health.is_none() {
         return report.pass(&format!(
-            "{name}: upstream {upstream} (nothing to check for direct)"
+            "{name}: upstream {} (nothing to check for direct)",
+            t.spec.upstream
         ));
-    };
+    }
+    let health = t.upstream_health.iter().chain(&t.failover_health);
+    for (upstream, h) in t.spec.upstreams().zip(health) {
+        check_upstream(report, name, upstream, h)?;
+    }
+    Ok(())
+}
+
+fn check_upstream<W: Write>(
+    report: &mut Report<'_, W>,
+    name: &TunnelName,
+    upstream: &Upstream,
+    h: &UpstreamHealth,
+) -> std::io::Result<()> {
     if h.reachable {
         report.pass(&format!("{name}: upstream {upstream} is reachable"))?;
     } else {
+        let (server, scheme) = match upstream {
+            Upstream::Http(_) => ("HTTP proxy", "http"),
+            _ => ("SOCKS5 server", "socks5"),
+        };
         report.fail(
             &format!(
                 "{name}: upstream {upstream} is unreachable: {}",
                 h.last_error.as_deref().unwrap_or("no answer yet")
             ),
             &format!(
-                "start the SOCKS5 server or fix the URL (ztunctl down {name}, then up with --upstream socks5://user:pass@host:port); the helper retries by itself"
+                "start the {server} or fix the URL (ztunctl down {name}, then up with --upstream {scheme}://user:pass@host:port); the helper retries by itself"
             ),
         )?;
     }
@@ -334,6 +356,8 @@ mod tests {
             addresses: Vec::new(),
             counters: Counters::default(),
             upstream_health: None,
+            failover_health: Vec::new(),
+            active_upstream: None,
             physical: None,
             physical_gateway: None,
             resolvers: vec![ResolverRoute {

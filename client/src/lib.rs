@@ -138,6 +138,7 @@ pub fn run(cli: &Cli, out: &mut impl Write) -> Result<(), ClientError> {
 pub fn request_for(command: &Command) -> Result<Request, ClientError> {
     Ok(match command {
         Command::Up(a) => {
+            let mut upstreams = a.upstreams.iter().cloned();
             let spec = TunnelSpec {
                 name: a.name.clone(),
                 address: a.address,
@@ -148,7 +149,8 @@ pub fn request_for(command: &Command) -> Result<Request, ClientError> {
                 full: a.full,
                 exclude: a.exclude.clone(),
                 allow_ipv6_leak: a.allow_ipv6_leak,
-                upstream: a.upstream.clone(),
+                upstream: upstreams.next().unwrap_or_default(),
+                failover: upstreams.collect(),
                 dns_over_tcp: a.dns_over_tcp,
                 icmp: a.icmp,
                 transient: a.transient,
@@ -192,6 +194,7 @@ fn flag_error(e: &DecodeError) -> String {
     let field = field.split('[').next().unwrap_or(field);
     let flag = match field {
         "routes" => "route",
+        "failover" => "upstream",
         other => other,
     };
     let reason = e.to_string();

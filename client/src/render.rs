@@ -43,8 +43,33 @@ pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
         ""
     };
     let _ = writeln!(out, "  upstream  {}    icmp {}{dns}", s.upstream, s.icmp);
+    let in_use = |u: &ztun_proto::Upstream| {
+        let many = !s.failover.is_empty();
+        if many && t.active_upstream.as_deref() == Some(u.to_string().as_str()) {
+            "    <- new flows"
+        } else {
+            ""
+        }
+    };
     if let Some(h) = &t.upstream_health {
-        let _ = writeln!(out, "            {}", upstream_health(h));
+        let _ = writeln!(
+            out,
+            "            {}{}",
+            upstream_health(h),
+            in_use(&s.upstream)
+        );
+    }
+    for (i, u) in s.failover.iter().enumerate() {
+        let _ = writeln!(out, "  failover  {u}");
+        if let Some(h) = t.failover_health.get(i) {
+            let _ = writeln!(out, "            {}{}", upstream_health(h), in_use(u));
+        }
+    }
+    if !s.failover.is_empty() && t.active_upstream.is_none() {
+        let _ = writeln!(
+            out,
+            "            every upstream is down: new flows are refused"
+        );
     }
     if t.routes.is_empty() {
         let _ = writeln!(out, "  routes    (none installed)");

@@ -24,14 +24,14 @@ use tokio::task::JoinHandle;
 use ztun_engine::{EngineConfig, IpCidr};
 use ztun_proto::{
     DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Flow, Host, InstalledRoute, NetworkCause,
-    Reply, Request, ResolverRoute, RouteChange, Socks5Upstream, TunnelName, TunnelSpec,
-    TunnelState, TunnelStatus, Upstream, PROTOCOL_VERSION,
+    ProxyServer, Reply, Request, ResolverRoute, RouteChange, TunnelName, TunnelSpec, TunnelState,
+    TunnelStatus, Upstream, PROTOCOL_VERSION,
 };
 
 use crate::control::Handler;
 use crate::platform::{DeviceConfig, Platform, PlatformError};
 use crate::relay::echo::EchoForwarder;
-use crate::relay::{Binder, Relay};
+use crate::relay::{Binder, Proxy, ProxyKind, Relay};
 use crate::routes::{self, PhysicalGateway, RouteEntry, RouteError, RouteLedger, RouteTarget};
 use crate::state::{DesiredTunnels, Loaded};
 use crate::tunnel::{self, FlowsQuery, SharedCounters};
@@ -63,15 +63,21 @@ struct Tunnel {
 
 impl Tunnel {
     fn status(&self) -> TunnelStatus {
-        let mut spec = self.spec.clone();
-        spec.upstream = spec.upstream.redacted();
-        let upstream_health = self.relay.socks().map(|s| s.health.snapshot());
+        let spec = self.spec.redacted();
+        let mut health = self.relay.proxies().iter().map(|p| p.health.snapshot());
+        let upstream_health = health.next();
+        let failover_health: Vec<_> = health.collect();
         let physical = self
             .physical
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let upstream_down = upstream_health.as_ref().is_some_and(|h| !h.reachable);
+        // Degraded while any proxy is down, even with a failover carrying
+        // the flows: someone should look at it.
+        let upstream_down = upstream_health
+            .iter()
+            .chain(&failover_health)
+            .any(|h| !h.reachable);
         TunnelStatus {
             spec,
             interface: self.interface.clone(),
@@ -84,6 +90,8 @@ impl Tunnel {
             addresses: Vec::new(),
             counters: self.counters.snapshot(),
             upstream_health,
+            failover_health,
+            active_upstream: self.relay.active().map(|p| p.url.clone()),
             resolvers: Vec::new(),
             physical_gateway: physical.as_ref().and_then(|p| p.v4.or(p.v6)),
             physical: physical.map(|p| p.interface),
@@ -209,11 +217,25 @@ impl<P: Platform> Daemon<P> {
     }
 
     async fn up(&self, spec: TunnelSpec) -> Result<TunnelStatus, ErrorReply> {
-        let server = match &spec.upstream {
-            Upstream::Socks5(s) => Some(resolve(s).await?),
-            Upstream::Direct => None,
-        };
-        let upstream_ips: Vec<IpAddr> = server.iter().map(SocketAddr::ip).collect();
+        let mut proxies = Vec::new();
+        for (i, upstream) in spec.upstreams().enumerate() {
+            let (kind, server) = match upstream {
+                Upstream::Direct => continue,
+                Upstream::Socks5(p) => (ProxyKind::Socks5, p),
+                Upstream::Http(p) => (ProxyKind::Http, p),
+            };
+            let key = if i == 0 {
+                "tunnel.upstream".to_owned()
+            } else {
+                format!("tunnel.failover[{}]", i - 1)
+            };
+            let address = resolve(server, &key).await?;
+            let url = upstream.redacted().to_string();
+            proxies.push(Proxy::new(kind, address, server.auth.clone(), url));
+        }
+        let mut upstream_ips: Vec<IpAddr> = proxies.iter().map(|p| p.server.ip()).collect();
+        upstream_ips.sort_unstable();
+        upstream_ips.dedup();
         let mut state = self.state.lock().await;
         crate::fault::begin("up");
         if state.tunnels.contains_key(&spec.name) {
@@ -237,11 +259,10 @@ impl<P: Platform> Daemon<P> {
             .map_err(|e| error(ErrorCode::Platform, e.to_string()))?;
         let physical = Arc::new(RwLock::new(physical));
         let bind = self.binder(Arc::clone(&physical));
-        let relay = match (&spec.upstream, server) {
-            (Upstream::Socks5(s), Some(server)) => {
-                Relay::socks5(Arc::clone(&bind), server, s.auth.clone(), spec.dns_over_tcp)
-            }
-            _ => Relay::direct(Arc::clone(&bind)),
+        let relay = if proxies.is_empty() {
+            Relay::direct(Arc::clone(&bind))
+        } else {
+            Relay::proxied(Arc::clone(&bind), proxies, spec.dns_over_tcp)
         };
         let echo = match spec.icmp {
             EchoPolicy::Forward => Some({
@@ -263,8 +284,8 @@ impl<P: Platform> Daemon<P> {
         // With the exclusions in place: is the upstream there, and does it
         // take our credentials? The tunnel comes up either way (the server
         // may come later); status says what is wrong.
-        if let Err(e) = relay.probe().await {
-            tracing::warn!("tunnel {}: SOCKS5 upstream: {e}", spec.name);
+        if let Err(e) = relay.probe_all().await {
+            tracing::warn!("tunnel {}: upstream: {e}", spec.name);
         }
         let counters = SharedCounters::default();
         let (flows, queries) = mpsc::channel(FLOWS_QUERIES);
@@ -612,7 +633,7 @@ impl<P: Platform> Daemon<P> {
                 // the next flow.
                 for tunnel in state.tunnels.values() {
                     let relay = tunnel.relay.clone();
-                    tokio::spawn(async move { relay.probe().await });
+                    tokio::spawn(async move { relay.probe_all().await });
                 }
             }
         }
@@ -791,9 +812,10 @@ impl<P: Platform> Daemon<P> {
     }
 }
 
-/// The SOCKS5 server's address: the host as given, or its name resolved
-/// now (full mode pins this address outside the tunnel).
-async fn resolve(upstream: &Socks5Upstream) -> Result<SocketAddr, ErrorReply> {
+/// A proxy's address: the host as given, or its name resolved now (full
+/// mode pins this address outside the tunnel). `key` names the field in
+/// errors.
+async fn resolve(upstream: &ProxyServer, key: &str) -> Result<SocketAddr, ErrorReply> {
     let name = match &upstream.host {
         Host::Ip(ip) => return Ok(SocketAddr::new(*ip, upstream.port)),
         Host::Domain(name) => name,
@@ -801,9 +823,7 @@ async fn resolve(upstream: &Socks5Upstream) -> Result<SocketAddr, ErrorReply> {
     let unresolved = |why: String| {
         error(
             ErrorCode::InvalidArgument,
-            format!(
-                "tunnel.upstream: cannot resolve {name}: {why}; give the server's address instead"
-            ),
+            format!("{key}: cannot resolve {name}: {why}; give the server's address instead"),
         )
     };
     tokio::net::lookup_host((name.as_str(), upstream.port))
@@ -873,16 +893,13 @@ impl<P: Platform> Daemon<P> {
     /// Each tunnel's open flows (all tunnels, or the named one), asked of
     /// the data planes without the state lock held; oldest first.
     async fn flows(&self, name: Option<&TunnelName>) -> Result<Reply, ErrorReply> {
-        let asks: Vec<(TunnelName, String, mpsc::Sender<FlowsQuery>)> = {
+        let asks: Vec<(TunnelName, mpsc::Sender<FlowsQuery>)> = {
             let state = self.state.lock().await;
             state
                 .tunnels
                 .values()
                 .filter(|t| name.is_none_or(|n| &t.spec.name == n))
-                .map(|t| {
-                    let upstream = t.spec.upstream.redacted().to_string();
-                    (t.spec.name.clone(), upstream, t.flows.clone())
-                })
+                .map(|t| (t.spec.name.clone(), t.flows.clone()))
                 .collect()
         };
         if let Some(n) = name.filter(|_| asks.is_empty()) {
@@ -892,7 +909,7 @@ impl<P: Platform> Daemon<P> {
             ));
         }
         let (mut flows, mut omitted) = (Vec::new(), 0);
-        for (tunnel, upstream, ask) in asks {
+        for (tunnel, ask) in asks {
             let (reply, answer) = oneshot::channel();
             let busy = || {
                 error(
@@ -918,7 +935,7 @@ impl<P: Platform> Daemon<P> {
                 protocol: f.protocol,
                 source: f.src,
                 destination: f.dst,
-                upstream: upstream.clone(),
+                upstream: f.upstream,
                 bytes_up: f.bytes_up,
                 bytes_down: f.bytes_down,
                 age_millis: u64::try_from(f.age.as_millis()).unwrap_or(u64::MAX),

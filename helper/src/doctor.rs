@@ -28,8 +28,7 @@ use tokio::time::Instant;
 use ztun_proto::{check, DoctorCheck, EchoPolicy, TunnelName, TunnelSpec};
 
 use crate::platform::{KernelRoute, Platform, PlatformError};
-use crate::relay::socks5::Socks5Error;
-use crate::relay::{echo, Relay};
+use crate::relay::{echo, Proxy, ProxyKind, Relay, UpstreamError};
 use crate::routes::{RouteEntry, RouteTarget};
 
 /// The whole run; checks still going then are reported as not finished.
@@ -162,29 +161,30 @@ pub async fn run<P: Platform>(
             checks.now((at, RANK_ROUTE, n), route_check(t, entry, &route, took));
         }
         let probe = ask.probe.filter(|_| owner == Some(i));
-        let (upstream_slot, tcp_slot) = ((at, RANK_UPSTREAM, 0), (at, RANK_TCP, 0));
-        let mut slots = vec![(upstream_slot, check::UPSTREAM)];
+        let tcp_slot = (at, RANK_TCP, 0);
+        let upstream_slots: Vec<Order> = (0..t.relay.proxies().len().max(1))
+            .map(|n| (at, RANK_UPSTREAM, n))
+            .collect();
+        let mut slots: Vec<_> = upstream_slots
+            .iter()
+            .map(|s| (*s, check::UPSTREAM))
+            .collect();
         if probe.is_some() {
             slots.push((tcp_slot, check::TCP));
         }
-        let (tunnel, interface, url, relay) = (
-            t.name.clone(),
-            t.interface.clone(),
-            t.upstream.clone(),
-            t.relay.clone(),
-        );
+        let (tunnel, interface, relay) = (t.name.clone(), t.interface.clone(), t.relay.clone());
         checks.later(name, &slots, async move {
             // The upstream first: a server that has just come back is known
             // to be back (this handshake says so) before the probe's flow
             // asks for it, so the two lines never contradict each other.
-            let upstream_line = upstream(tunnel.clone(), url, relay).await;
+            let upstream_lines = upstreams(&tunnel, &relay).await;
             let mut lines = Vec::new();
             if let Some(probe) = probe {
                 let mut tcp_line = tcp(tunnel, interface, probe).await;
-                blame_the_upstream(&mut tcp_line, &upstream_line);
+                blame_the_upstream(&mut tcp_line, &upstream_lines);
                 lines.push((tcp_slot, tcp_line));
             }
-            lines.push((upstream_slot, upstream_line));
+            lines.extend(upstream_slots.into_iter().zip(upstream_lines));
             lines
         });
         match icmp_plan(t, probe.map(|p| p.ip())) {
@@ -609,11 +609,11 @@ fn tcp_check(
     }
 }
 
-/// While the upstream is down the helper refuses every flow through it at
-/// once, so a refused probe says nothing about the destination: the fix is
-/// the upstream's.
-fn blame_the_upstream(tcp: &mut DoctorCheck, upstream: &DoctorCheck) {
-    if !tcp.ok && !upstream.ok {
+/// While every upstream is down the helper refuses every flow at once, so
+/// a refused probe says nothing about the destination: the fix is the
+/// upstream's.
+fn blame_the_upstream(tcp: &mut DoctorCheck, upstreams: &[DoctorCheck]) {
+    if !tcp.ok && upstreams.iter().all(|u| !u.ok) {
         tcp.fix = Some(
             "fix the upstream first (its line above): while it is down, every flow through it is refused"
                 .to_owned(),
@@ -621,46 +621,55 @@ fn blame_the_upstream(tcp: &mut DoctorCheck, upstream: &DoctorCheck) {
     }
 }
 
-/// A fresh SOCKS5 handshake (with the credentials), or nothing to do for
-/// `direct`.
-async fn upstream(name: TunnelName, url: String, relay: Relay) -> DoctorCheck {
-    if relay.socks().is_none() {
-        return passed(
-            Some(&name),
+/// A fresh handshake (with the credentials) with each proxy, side by side,
+/// a line each in the order flows try them; one line for `direct`.
+async fn upstreams(name: &TunnelName, relay: &Relay) -> Vec<DoctorCheck> {
+    if relay.proxies().is_empty() {
+        return vec![passed(
+            Some(name),
             check::UPSTREAM,
             "direct: flows leave from the helper's own sockets on the physical interface"
                 .to_owned(),
             Duration::ZERO,
-        );
+        )];
     }
-    let started = Instant::now();
-    let result = tokio::time::timeout(UPSTREAM_LIMIT, relay.probe())
-        .await
-        .ok();
-    upstream_check(&name, &url, result, started.elapsed())
+    let lines = relay.proxies().iter().map(|proxy| async move {
+        let started = Instant::now();
+        let result = tokio::time::timeout(UPSTREAM_LIMIT, relay.probe(proxy))
+            .await
+            .ok();
+        upstream_check(name, proxy, result, started.elapsed())
+    });
+    futures::future::join_all(lines).await
 }
 
 /// `result` is `None` when the handshake did not finish in time.
 fn upstream_check(
     name: &TunnelName,
-    url: &str,
-    result: Option<Result<(), Socks5Error>>,
+    proxy: &Proxy,
+    result: Option<Result<(), UpstreamError>>,
     took: Duration,
 ) -> DoctorCheck {
-    let tunnel = Some(name);
+    let (url, tunnel) = (&proxy.url, Some(name));
+    let (handshake, scheme, server) = match proxy.kind {
+        ProxyKind::Socks5 => ("SOCKS5 handshake", "socks5", "SOCKS5 server"),
+        ProxyKind::Http => ("HTTP CONNECT", "http", "HTTP proxy"),
+    };
     let restart =
-        format!("ztunctl down {name}, then up with --upstream socks5://user:pass@host:port");
+        format!("ztunctl down {name}, then up with --upstream {scheme}://user:pass@host:port");
     match result {
         Some(Ok(())) => passed(
             tunnel,
             check::UPSTREAM,
-            format!("{url} completed the SOCKS5 handshake"),
+            format!("{url} completed the {handshake}"),
             took,
         ),
         Some(Err(
-            e @ (Socks5Error::AuthRejected(_)
-            | Socks5Error::PasswordRequired
-            | Socks5Error::NoAcceptableMethod),
+            e @ (UpstreamError::AuthRejected(_)
+            | UpstreamError::PasswordRequired
+            | UpstreamError::NoAcceptableMethod
+            | UpstreamError::HttpAuthRejected
+            | UpstreamError::HttpPasswordRequired),
         )) => failed(
             tunnel,
             check::UPSTREAM,
@@ -673,15 +682,13 @@ fn upstream_check(
             check::UPSTREAM,
             format!("{url} unreachable: {e}"),
             took,
-            format!(
-                "start the SOCKS5 server, or fix the URL ({restart}); the helper retries by itself"
-            ),
+            format!("start the {server}, or fix the URL ({restart}); the helper retries by itself"),
         ),
         None => failed(
             tunnel,
             check::UPSTREAM,
             format!(
-                "{url} did not finish the SOCKS5 handshake within {} s",
+                "{url} did not finish the {handshake} within {} s",
                 UPSTREAM_LIMIT.as_secs()
             ),
             took,
@@ -1225,12 +1232,18 @@ mod tests {
             .starts_with("the tunnel's data plane did not take the connection"));
     }
 
+    fn proxy(kind: ProxyKind, url: &str) -> Proxy {
+        let server = "198.51.100.2:1080".parse().unwrap();
+        Proxy::new(kind, server, None, url.to_owned())
+    }
+
     #[test]
     fn a_probe_refused_while_the_upstream_is_down_blames_the_upstream() {
         let url = "socks5://198.51.100.2:1080";
-        let refused: Socks5Error = io::Error::from(io::ErrorKind::ConnectionRefused).into();
-        let down = upstream_check(&name(), url, Some(Err(refused)), MS);
-        let up = upstream_check(&name(), url, Some(Ok(())), MS);
+        let proxy = proxy(ProxyKind::Socks5, url);
+        let refused: UpstreamError = io::Error::from(io::ErrorKind::ConnectionRefused).into();
+        let down = upstream_check(&name(), &proxy, Some(Err(refused)), MS);
+        let up = upstream_check(&name(), &proxy, Some(Ok(())), MS);
         let probe: SocketAddr = "203.0.113.5:8080".parse().unwrap();
         let refused_probe = || {
             tcp_check(
@@ -1245,20 +1258,24 @@ mod tests {
             )
         };
         let mut line = refused_probe();
-        blame_the_upstream(&mut line, &down);
+        blame_the_upstream(&mut line, &[down.clone(), down.clone()]);
         assert_eq!(
             line.fix.as_deref(),
             Some("fix the upstream first (its line above): while it is down, every flow through it is refused")
         );
         let mut line = refused_probe();
-        blame_the_upstream(&mut line, &up);
-        assert!(line.fix.unwrap().starts_with("nothing listens on"));
+        blame_the_upstream(&mut line, &[down, up]);
+        assert!(
+            line.fix.unwrap().starts_with("nothing listens on"),
+            "a failover was up: the destination refused"
+        );
     }
 
     #[test]
     fn upstream_lines_say_whether_to_fix_the_server_or_the_credentials() {
         let url = "socks5://ann:***@198.51.100.2:1080";
-        let ok = upstream_check(&name(), url, Some(Ok(())), 2 * MS);
+        let socks = proxy(ProxyKind::Socks5, url);
+        let ok = upstream_check(&name(), &socks, Some(Ok(())), 2 * MS);
         assert_eq!(
             said(&ok),
             (
@@ -1267,8 +1284,8 @@ mod tests {
                 None
             )
         );
-        let refused: Socks5Error = io::Error::from(io::ErrorKind::ConnectionRefused).into();
-        let down = upstream_check(&name(), url, Some(Err(refused)), MS);
+        let refused: UpstreamError = io::Error::from(io::ErrorKind::ConnectionRefused).into();
+        let down = upstream_check(&name(), &socks, Some(Err(refused)), MS);
         assert_eq!(
             said(&down),
             (
@@ -1277,15 +1294,40 @@ mod tests {
                 Some("start the SOCKS5 server, or fix the URL (ztunctl down work, then up with --upstream socks5://user:pass@host:port); the helper retries by itself")
             )
         );
-        let rejected = upstream_check(&name(), url, Some(Err(Socks5Error::AuthRejected(1))), MS);
+        let rejected = upstream_check(
+            &name(),
+            &socks,
+            Some(Err(UpstreamError::AuthRejected(1))),
+            MS,
+        );
         assert!(rejected
             .fix
             .unwrap()
             .starts_with("fix the user name and password in the URL"));
-        let slow = upstream_check(&name(), url, None, UPSTREAM_LIMIT);
+        let slow = upstream_check(&name(), &socks, None, UPSTREAM_LIMIT);
         assert_eq!(
             slow.detail,
             "socks5://ann:***@198.51.100.2:1080 did not finish the SOCKS5 handshake within 3 s"
+        );
+        let http = proxy(ProxyKind::Http, "http://198.51.100.3:3128");
+        let rejected = upstream_check(
+            &name(),
+            &http,
+            Some(Err(UpstreamError::HttpAuthRejected)),
+            MS,
+        );
+        assert_eq!(
+            said(&rejected),
+            (
+                false,
+                "http://198.51.100.3:3128 refused the tunnel: the HTTP proxy rejected the user name and password; check them in the upstream URL",
+                Some("fix the user name and password in the URL: ztunctl down work, then up with --upstream http://user:pass@host:port")
+            )
+        );
+        let ok = upstream_check(&name(), &http, Some(Ok(())), MS);
+        assert_eq!(
+            ok.detail,
+            "http://198.51.100.3:3128 completed the HTTP CONNECT"
         );
     }
 
@@ -1458,15 +1500,18 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let relay = Relay::socks5(no_binding(), closed, None, false);
-        let line = upstream(name(), format!("socks5://{closed}"), relay.clone()).await;
-        assert!(!line.ok);
+        let url = format!("socks5://{closed}");
+        let socks = Proxy::new(ProxyKind::Socks5, closed, None, url.clone());
+        let relay = Relay::proxied(no_binding(), vec![socks], false);
+        let lines = upstreams(&name(), &relay).await;
+        assert_eq!(lines.len(), 1);
+        assert!(!lines[0].ok);
         assert_eq!(
-            line.detail,
-            format!("socks5://{closed} unreachable: Connection refused (os error 111)")
+            lines[0].detail,
+            format!("{url} unreachable: Connection refused (os error 111)")
         );
         assert!(
-            !relay.socks().unwrap().health.snapshot().reachable,
+            !relay.proxies()[0].health.snapshot().reachable,
             "status learns of it too"
         );
     }

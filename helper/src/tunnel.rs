@@ -36,7 +36,7 @@ use crate::device::{lost_one_packet, Batch, PacketDevice};
 use crate::relay::datagram::{self, Datagrams};
 use crate::relay::echo::{EchoForwarder, EchoKey};
 use crate::relay::socks5::{self, Address};
-use crate::relay::Relay;
+use crate::relay::{Proxy, ProxyKind, Relay, UpstreamError, Via};
 
 /// Bytes moved per relay step in either direction: a smoltcp read or an
 /// upstream socket read, and one message between the engine and the
@@ -65,6 +65,8 @@ pub const READS_PER_WAKEUP: usize = 64;
 /// What relay tasks tell the engine task.
 enum Upstream {
     TcpFailed(FlowId),
+    /// The flow's proxy was down and a failover carries it instead.
+    TcpFailedOver(FlowId, Via),
     TcpData(FlowId, Vec<u8>),
     TcpEof(FlowId),
     /// The upstream writer took a chunk: the flow may read from the client again.
@@ -82,10 +84,11 @@ enum Upstream {
 }
 
 /// What `flows` shows of a flow, kept beside it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct FlowMeta {
     src: SocketAddr,
     dst: SocketAddr,
+    via: Via,
     opened: Instant,
     /// Payload bytes from the application, and back to it.
     up: u64,
@@ -93,10 +96,11 @@ struct FlowMeta {
 }
 
 impl FlowMeta {
-    fn new(src: SocketAddr, dst: SocketAddr) -> Self {
+    fn new(src: SocketAddr, dst: SocketAddr, via: Via) -> Self {
         Self {
             src,
             dst,
+            via,
             opened: Instant::now(),
             up: 0,
             down: 0,
@@ -108,6 +112,10 @@ impl FlowMeta {
             protocol,
             src: self.src,
             dst: self.dst,
+            upstream: match &self.via {
+                Via::Direct => "direct".to_owned(),
+                Via::Proxy(p) => p.url.clone(),
+            },
             bytes_up: self.up,
             bytes_down: self.down,
             age: now.saturating_duration_since(self.opened),
@@ -121,6 +129,8 @@ pub struct OpenFlow {
     pub protocol: FlowProtocol,
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// Where it leaves: `direct`, or the proxy's URL (password as `***`).
+    pub upstream: String,
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub age: Duration,
@@ -496,7 +506,7 @@ impl DataPlane {
                         f.task.abort();
                     }
                 }
-                Event::UdpDatagram(d) => self.udp_out(d.flow, d.src, d.dst, d.payload),
+                Event::UdpDatagram(d) => self.udp_out(engine, d.flow, d.src, d.dst, d.payload),
                 Event::UdpExpired { flow } => {
                     self.send_staged();
                     if let Some(f) = self.udp.remove(&flow) {
@@ -521,23 +531,6 @@ impl DataPlane {
         self.send_staged();
     }
 
-    /// Whether a new flow to `dst` may proceed. Counts flows to the SOCKS5
-    /// server itself (a loop, if routes let the helper's own connections
-    /// in); refuses at once while the server is known to be unreachable.
-    fn admit(&self, dst: SocketAddr) -> bool {
-        let Some(socks) = self.relay.socks() else {
-            return true;
-        };
-        if dst.ip() == socks.server.ip() {
-            socks.health.flow_to_upstream();
-        }
-        if socks.health.is_down() {
-            socks.health.refused_while_down();
-            return false;
-        }
-        true
-    }
-
     /// The open flows, the busiest first when there are too many to list.
     fn flows(&self, now: Instant) -> FlowList {
         let tcp = self
@@ -552,17 +545,19 @@ impl DataPlane {
     }
 
     fn open_tcp(&mut self, engine: &mut Engine, flow: FlowId, src: SocketAddr, dst: SocketAddr) {
-        if !self.admit(dst) {
-            // The client sees a RST now rather than a hang (S5).
+        let Some(via) = self.relay.choose(dst) else {
+            // Every proxy is down: the client sees a RST now rather than
+            // a hang (S5).
             let _ = engine.tcp_abort(flow);
             return;
-        }
+        };
         let (to_upstream, from_engine) = mpsc::channel(CHUNKS_PER_FLOW);
         let credits = Arc::new(Semaphore::new(CHUNKS_PER_FLOW));
         let task = self.tasks.spawn(tcp_upstream(
             flow,
             dst,
             self.relay.clone(),
+            via.clone(),
             self.inbox.0.clone(),
             from_engine,
             Arc::clone(&credits),
@@ -570,7 +565,7 @@ impl DataPlane {
         self.tcp.insert(
             flow,
             TcpFlow {
-                meta: FlowMeta::new(src, dst),
+                meta: FlowMeta::new(src, dst, via),
                 to_upstream: Some(to_upstream),
                 parked: None,
                 client_fin: false,
@@ -654,6 +649,11 @@ impl DataPlane {
                     f.task.abort();
                 }
             }
+            Upstream::TcpFailedOver(flow, via) => {
+                if let Some(f) = self.tcp.get_mut(&flow) {
+                    f.meta.via = via;
+                }
+            }
             Upstream::TcpData(flow, data) => {
                 if let Some(f) = self.tcp.get_mut(&flow) {
                     f.from_upstream.push_back((data, 0));
@@ -700,12 +700,28 @@ impl DataPlane {
         }
     }
 
-    fn udp_out(&mut self, flow: FlowId, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
+    fn udp_out(
+        &mut self,
+        engine: &mut Engine,
+        flow: FlowId,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: Vec<u8>,
+    ) {
         if !self.udp.contains_key(&flow) {
-            if !self.admit(dst) {
+            let Some(via) = self.relay.choose(dst) else {
                 return;
+            };
+            if let Via::Proxy(p) = &via {
+                if p.kind == ProxyKind::Http && dst.port() != DNS_PORT {
+                    // An HTTP proxy carries no UDP: refused at once, so a
+                    // QUIC client falls back to TCP instead of waiting.
+                    p.health.refused("udp_not_supported");
+                    let _ = engine.udp_unreachable(flow, Unreachable::Prohibited);
+                    return;
+                }
             }
-            let Some(f) = self.open_udp(flow, src, dst) else {
+            let Some(f) = self.open_udp(flow, src, dst, via) else {
                 return;
             };
             self.udp.insert(flow, f);
@@ -732,10 +748,17 @@ impl DataPlane {
         }
     }
 
-    fn open_udp(&mut self, flow: FlowId, src: SocketAddr, dst: SocketAddr) -> Option<UdpFlow> {
+    fn open_udp(
+        &mut self,
+        flow: FlowId,
+        src: SocketAddr,
+        dst: SocketAddr,
+        via: Via,
+    ) -> Option<UdpFlow> {
         let (relay, inbox) = (self.relay.clone(), self.inbox.0.clone());
-        let (out, task) = match self.relay.socks() {
-            None => {
+        let as_dns = self.relay.dns_over_tcp(&via) && dst.port() == DNS_PORT;
+        let (out, task) = match &via {
+            Via::Direct => {
                 let socket = match self.relay.udp(dst) {
                     Ok(s) => Arc::new(s),
                     Err(e) => {
@@ -749,19 +772,23 @@ impl DataPlane {
                 let header = UdpHeader::NONE;
                 (UdpOut::Socket { socket, header }, task)
             }
-            Some(socks) if socks.dns_over_tcp && dst.port() == DNS_PORT => {
+            Via::Proxy(_) if as_dns => {
                 let (tx, rx) = mpsc::channel(DATAGRAMS_PER_FLOW);
-                let task = self.tasks.spawn(dns_over_tcp(flow, dst, relay, rx, inbox));
+                let via = via.clone();
+                let task = self
+                    .tasks
+                    .spawn(dns_over_tcp(flow, dst, relay, via, rx, inbox));
                 (UdpOut::Relayed(tx), task)
             }
-            Some(_) => {
-                let task = self.tasks.spawn(socks_udp(flow, dst, relay, inbox));
+            Via::Proxy(proxy) => {
+                let proxy = Arc::clone(proxy);
+                let task = self.tasks.spawn(socks_udp(flow, dst, relay, proxy, inbox));
                 let (waiting, header) = (VecDeque::new(), UdpHeader::socks5(dst));
                 (UdpOut::Associating { waiting, header }, task)
             }
         };
         Some(UdpFlow {
-            meta: FlowMeta::new(src, dst),
+            meta: FlowMeta::new(src, dst, via),
             out,
             task,
         })
@@ -804,6 +831,14 @@ impl DataPlane {
     }
 }
 
+fn same_way(a: &Via, b: &Via) -> bool {
+    match (a, b) {
+        (Via::Direct, Via::Direct) => true,
+        (Via::Proxy(a), Via::Proxy(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
 /// Relays a direct UDP flow's replies, a coalesced run per message. The
 /// destination's ICMP errors, which the kernel reports on the connected
 /// socket, reach the client as the same ICMP errors; the socket stays open
@@ -840,12 +875,18 @@ async fn tcp_upstream(
     flow: FlowId,
     dst: SocketAddr,
     relay: Relay,
+    via: Via,
     inbox: mpsc::Sender<Upstream>,
     mut from_engine: mpsc::Receiver<Vec<u8>>,
     credits: Arc<Semaphore>,
 ) {
-    let stream = match relay.tcp(dst).await {
-        Ok(s) => s,
+    let stream = match relay.tcp_with_failover(via.clone(), dst).await {
+        Ok((s, used)) => {
+            if !same_way(&used, &via) {
+                let _ = inbox.send(Upstream::TcpFailedOver(flow, used)).await;
+            }
+            s
+        }
         Err(e) => {
             // Refused, unreachable or upstream trouble: the client sees a RST.
             tracing::debug!("TCP to {dst}: {e}");
@@ -896,8 +937,14 @@ async fn tcp_upstream(
 /// the association is up the engine task sends on its socket; this task
 /// receives, and ends the flow when the server closes the control
 /// connection.
-async fn socks_udp(flow: FlowId, dst: SocketAddr, relay: Relay, inbox: mpsc::Sender<Upstream>) {
-    match relay.associate().await {
+async fn socks_udp(
+    flow: FlowId,
+    dst: SocketAddr,
+    relay: Relay,
+    proxy: Arc<Proxy>,
+    inbox: mpsc::Sender<Upstream>,
+) {
+    match relay.associate(&proxy).await {
         Ok(association) => {
             if let Err(e) = associated(flow, dst, association, &inbox).await {
                 tracing::debug!("UDP to {dst} through SOCKS5: {e}");
@@ -977,7 +1024,7 @@ fn socks_payloads(run: &Datagrams, dst: SocketAddr) -> Vec<Datagrams> {
     runs
 }
 
-/// One UDP flow to port 53 relayed as DNS over TCP through SOCKS5
+/// One UDP flow to port 53 relayed as DNS over TCP through the proxy's
 /// CONNECT: each query goes out on a connection of its own with its
 /// two-byte length (RFC 7766), and its answer comes back as a datagram.
 /// A connection per query, because servers may close a connection after
@@ -987,6 +1034,7 @@ async fn dns_over_tcp(
     flow: FlowId,
     dst: SocketAddr,
     relay: Relay,
+    via: Via,
     mut from_engine: mpsc::Receiver<Vec<u8>>,
     inbox: mpsc::Sender<Upstream>,
 ) {
@@ -995,7 +1043,7 @@ async fn dns_over_tcp(
         tokio::select! {
             query = from_engine.recv() => match query {
                 Some(q) if queries.len() < DATAGRAMS_PER_FLOW => {
-                    queries.spawn(dns_query(relay.clone(), dst, q));
+                    queries.spawn(dns_query(relay.clone(), via.clone(), dst, q));
                 }
                 Some(_) => tracing::debug!("DNS over TCP to {dst}: too many queries in flight, one lost"),
                 None => return,
@@ -1020,12 +1068,13 @@ async fn dns_over_tcp(
 
 async fn dns_query(
     relay: Relay,
+    via: Via,
     dst: SocketAddr,
     query: Vec<u8>,
-) -> Result<Vec<u8>, socks5::Socks5Error> {
+) -> Result<Vec<u8>, UpstreamError> {
     let len = u16::try_from(query.len())
-        .map_err(|_| socks5::Socks5Error::Protocol("DNS query over 65535 bytes"))?;
-    let mut stream = relay.tcp(dst).await?;
+        .map_err(|_| UpstreamError::Protocol("DNS query over 65535 bytes"))?;
+    let mut stream = relay.tcp(&via, dst).await?;
     let exchange = async {
         let mut framed = Vec::with_capacity(2 + query.len());
         framed.extend_from_slice(&len.to_be_bytes());
@@ -1084,6 +1133,7 @@ mod tests {
             protocol: FlowProtocol::Tcp,
             src: SocketAddr::from(([198, 18, 0, 1], port)),
             dst: "203.0.113.5:443".parse().unwrap(),
+            upstream: "direct".into(),
             bytes_up,
             bytes_down,
             age: Duration::ZERO,

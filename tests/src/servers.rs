@@ -606,3 +606,42 @@ pub fn pids_in(ns: &Netns) -> io::Result<Vec<u32>> {
     }
     Ok(pids)
 }
+
+/// The tinyproxy.conf that [`tinyproxy`] writes: an HTTP proxy on
+/// `listen:port` that takes clients from `198.51.100.0/24`, allows CONNECT
+/// to any port (no `ConnectPort` line), asks for Basic credentials when
+/// `auth` is given, and logs to `log`.
+pub fn tinyproxy_conf(listen: &str, port: u16, auth: Option<(&str, &str)>, log: &str) -> String {
+    let mut c = format!(
+        "User nobody\nGroup nogroup\nPort {port}\nListen {listen}\nTimeout 60\n\
+         LogFile \"{log}\"\nLogLevel Info\nMaxClients 100\nAllow 198.51.100.0/24\n\
+         DisableViaHeader Yes\n"
+    );
+    if let Some((user, pass)) = auth {
+        let _ = writeln!(c, "BasicAuth {user} {pass}");
+    }
+    c
+}
+
+/// Debian's `tinyproxy` (HTTP CONNECT) in the foreground on `listen:port`
+/// in `ns`, configured by [`tinyproxy_conf`] in `dir`. Returns once it
+/// listens; the guard's pid is tinyproxy's.
+pub fn tinyproxy(
+    ns: &Netns,
+    dir: &Path,
+    listen: &str,
+    port: u16,
+    auth: Option<(&str, &str)>,
+) -> io::Result<Process> {
+    ip(listen)?;
+    std::fs::create_dir_all(dir)?;
+    let conf = dir.join(format!("tinyproxy-{port}.conf"));
+    let log = dir.join(format!("tinyproxy-{port}.log"));
+    // tinyproxy drops to nobody before it opens its log.
+    std::fs::write(&log, "")?;
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666))?;
+    std::fs::write(&conf, tinyproxy_conf(listen, port, auth, path_str(&log)?))?;
+    start(ns, "tinyproxy", &["-d", "-c", path_str(&conf)?], |_| {
+        listening(ns, Proto::Tcp, listen, port)
+    })
+}

@@ -560,3 +560,225 @@ fn killing_the_socks_server_resets_flows_refuses_new_ones_fast_and_recovers() {
     fetch_intact(&t, SERVER, "file", &data);
     assert_eq!(upstream_state(&t, "k")["reconnects"], 1);
 }
+
+/// Linux's EHOSTUNREACH.
+fn libc_ehostunreach() -> i32 {
+    113
+}
+
+/// The open flows of tunnel `name` from `flows --json`.
+fn flows(t: &Topology, name: &str) -> Vec<serde_json::Value> {
+    let json = t.ztunctl_ok(&["flows", name, "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["flows"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn tinyproxy_carries_tcp_with_credentials_answers_dns_over_tcp_and_refuses_other_udp() {
+    if !can_run("tinyproxy_carries_tcp_with_credentials_answers_dns_over_tcp_and_refuses_other_udp")
+    {
+        return;
+    }
+    let t = Topology::new("httpproxy").unwrap();
+    let data = payload();
+    std::fs::write(t.dir.join("file"), &data).unwrap();
+    let _http = http_server(&t, SERVER);
+    let _dns = servers::dns(&t.server, &[SERVER], &[(NAME, BYPASS)]).unwrap();
+    let _udp = servers::udp_echo(&t.server, SERVER, 5300).unwrap();
+    let _proxy =
+        servers::tinyproxy(&t.server, &t.dir, PROXY, 3128, Some(("alice", "s3cret"))).unwrap();
+    let _helper = t.start_helper().unwrap();
+    t.ztunctl_ok(&[
+        "up",
+        "--name",
+        "h",
+        "--route",
+        "203.0.113.0/25",
+        "--upstream",
+        "http://alice:s3cret@198.51.100.2:3128",
+    ])
+    .unwrap();
+    fetch_intact(&t, SERVER, "file", &data);
+    let log = std::fs::read_to_string(t.dir.join("tinyproxy-3128.log")).unwrap();
+    assert!(
+        log.contains(&format!("CONNECT {SERVER}:8080")) || log.contains("Established connection"),
+        "the fetch went through tinyproxy: {log}"
+    );
+    let state = upstream_state(&t, "h");
+    assert_eq!(state["reachable"], 1, "{state}");
+    // DNS goes as DNS over TCP through CONNECT without being asked: an
+    // HTTP proxy has no other way to carry it.
+    assert_eq!(
+        servers::dig(&t.client, SERVER, NAME, false).unwrap(),
+        [BYPASS.parse::<std::net::IpAddr>().unwrap()]
+    );
+    // Other UDP is refused at once (ICMP administratively prohibited,
+    // which Linux reports to a connected socket as EHOSTUNREACH), not
+    // left to time out.
+    let refused = format!(
+        "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.connect(('{SERVER}', 5300))\ns.settimeout(3)\nt = time.monotonic()\ns.send(b'quic?')\n\
+         try:\n    s.recv(100)\n    print('answered')\nexcept OSError as e:\n\
+         \x20   print(e.errno, round(time.monotonic() - t, 3))\n"
+    );
+    let out = t.client.exec("python3", &["-c", &refused]).unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (errno, secs) = said.trim().split_once(' ').unwrap_or(("", ""));
+    assert_eq!(errno, libc_ehostunreach().to_string(), "{said}");
+    assert!(
+        secs.parse::<f64>().unwrap() < 0.5,
+        "refused at once: {said}"
+    );
+    let state = upstream_state(&t, "h");
+    assert!(
+        state["refused"]["udp_not_supported"].as_u64() >= Some(1),
+        "{state}"
+    );
+    let status = t.ztunctl_ok(&["status", "h"]).unwrap();
+    assert!(
+        status.contains("http://alice:***@198.51.100.2:3128"),
+        "{status}"
+    );
+    assert!(!status.contains("s3cret"), "{status}");
+
+    // A wrong password: the tunnel comes up degraded and says what to fix.
+    t.ztunctl_ok(&["down", "h"]).unwrap();
+    t.ztunctl_ok(&[
+        "up",
+        "--name",
+        "bad",
+        "--route",
+        "203.0.113.0/25",
+        "--upstream",
+        "http://alice:wrong@198.51.100.2:3128",
+    ])
+    .unwrap();
+    let state = upstream_state(&t, "bad");
+    assert_eq!(state["reachable"], 0, "{state}");
+    assert!(
+        state["last_error"].as_str().unwrap().ends_with(
+            "the HTTP proxy rejected the user name and password; check them in the upstream URL"
+        ),
+        "{state}"
+    );
+    let out = t
+        .client
+        .exec_unchecked(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                &format!("http://{SERVER}:8080/"),
+            ],
+        )
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "no flow passes with a refused password"
+    );
+}
+
+#[test]
+fn failover_carries_new_flows_while_the_first_proxy_is_down_and_returns_when_it_is_back() {
+    if !can_run(
+        "failover_carries_new_flows_while_the_first_proxy_is_down_and_returns_when_it_is_back",
+    ) {
+        return;
+    }
+    let t = Topology::new("failover").unwrap();
+    let data = payload();
+    std::fs::write(t.dir.join("file"), &data).unwrap();
+    let _http = http_server(&t, SERVER);
+    let socks = servers::microsocks(&t.server, PROXY, 1080, None).unwrap();
+    let _proxy = servers::tinyproxy(&t.server, &t.dir, PROXY, 3128, None).unwrap();
+    let _helper = t.start_helper().unwrap();
+    let (first, second) = ("socks5://198.51.100.2:1080", "http://198.51.100.2:3128");
+    t.ztunctl_ok(&[
+        "up",
+        "--name",
+        "f",
+        "--route",
+        "203.0.113.0/25",
+        "--upstream",
+        first,
+        "--upstream",
+        second,
+    ])
+    .unwrap();
+    let active = |t: &Topology| {
+        let json = t.ztunctl_ok(&["status", "f", "--json"]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["tunnels"][0]["active_upstream"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(active(&t), first);
+    // A slow download shows in `flows` with the proxy that carries it.
+    let url = format!("http://{SERVER}:8080/file");
+    let slow = |t: &Topology| {
+        t.client
+            .spawn(
+                "curl",
+                &[
+                    "-sS",
+                    "--limit-rate",
+                    "1M",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    "20",
+                    &url,
+                ],
+            )
+            .unwrap()
+    };
+    let carried_by = |t: &Topology| {
+        let mut seen = String::new();
+        eventually(Duration::from_secs(5), || {
+            seen = flows(t, "f")
+                .iter()
+                .find(|f| f["destination"] == format!("{SERVER}:8080"))
+                .map(|f| f["upstream"].as_str().unwrap_or("").to_owned())
+                .unwrap_or_default();
+            !seen.is_empty()
+        });
+        seen
+    };
+    let download = slow(&t);
+    assert_eq!(carried_by(&t), first);
+    drop(download);
+
+    // The first proxy dies. The very next flow finds it gone and is
+    // carried by the failover instead of being reset; so are the rest.
+    drop(socks);
+    let started = Instant::now();
+    fetch_intact(&t, SERVER, "file", &data);
+    eprintln!(
+        "first fetch after the SOCKS server died: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(active(&t), second);
+    let download = slow(&t);
+    assert_eq!(carried_by(&t), second);
+    drop(download);
+    let status = t.ztunctl_ok(&["status", "f"]).unwrap();
+    assert!(status.contains("degraded"), "{status}");
+    assert!(status.contains(&format!("failover  {second}")), "{status}");
+    assert!(status.contains("<- new flows"), "{status}");
+
+    // The first comes back: the prober notices, and new flows return.
+    let _socks = servers::microsocks(&t.server, PROXY, 1080, None).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || active(&t) == first),
+        "new flows went back to the first proxy"
+    );
+    let download = slow(&t);
+    assert_eq!(carried_by(&t), first);
+    drop(download);
+    fetch_intact(&t, SERVER, "file", &data);
+    assert_eq!(upstream_state(&t, "f")["reconnects"], 1);
+}

@@ -28,10 +28,10 @@ pub use message::{
 pub use spec::{
     parse_address_v4, parse_address_v6, parse_peer, parse_route, Counters, EchoPolicy,
     InstalledRoute, InterfaceAddress, ResolverRoute, TunnelName, TunnelSpec, TunnelState,
-    TunnelStatus, UpstreamHealth, DEFAULT_ADDRESS, DEFAULT_MTU, DEFAULT_PEER, MAX_NAME_LEN,
-    MIN_MTU_V4, MIN_MTU_V6,
+    TunnelStatus, UpstreamHealth, DEFAULT_ADDRESS, DEFAULT_MTU, DEFAULT_PEER, MAX_FAILOVER,
+    MAX_NAME_LEN, MIN_MTU_V4, MIN_MTU_V6,
 };
-pub use upstream::{Credentials, Host, Socks5Upstream, Upstream, REDACTED};
+pub use upstream::{Credentials, Host, ProxyServer, Upstream, REDACTED};
 
 /// Names and paths of an installed ztun, in one place: the helper, the
 /// packaging files (launchd job, systemd unit) and the tests that check

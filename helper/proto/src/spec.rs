@@ -29,6 +29,8 @@ pub const MIN_MTU_V4: u16 = 576;
 pub const MIN_MTU_V6: u16 = 1280;
 /// Longest tunnel name.
 pub const MAX_NAME_LEN: usize = 32;
+/// Failover proxies a tunnel may list after its upstream.
+pub const MAX_FAILOVER: usize = 7;
 
 /// A tunnel's user-chosen name: 1–32 of `A-Z a-z 0-9 - _`, starting with a
 /// letter or digit. It is a key in the state files and a CLI argument, so
@@ -199,8 +201,11 @@ pub struct TunnelSpec {
     /// refusing it (the IPv6 leak guard is on by default).
     pub allow_ipv6_leak: bool,
     pub upstream: Upstream,
+    /// Proxies that take new flows, in order, while `upstream` (and those
+    /// before them) cannot be reached; new flows go back as each recovers.
+    pub failover: Vec<Upstream>,
     /// Relay DNS queries (UDP port 53) as DNS over TCP through CONNECT, for
-    /// SOCKS5 servers without UDP ASSOCIATE.
+    /// SOCKS5 servers without UDP ASSOCIATE (HTTP proxies always do).
     pub dns_over_tcp: bool,
     pub icmp: EchoPolicy,
     /// Not restored after a helper restart.
@@ -221,6 +226,7 @@ impl TunnelSpec {
             exclude: Vec::new(),
             allow_ipv6_leak: false,
             upstream: Upstream::Direct,
+            failover: Vec::new(),
             dns_over_tcp: false,
             icmp: EchoPolicy::default(),
             transient: false,
@@ -274,12 +280,13 @@ impl TunnelSpec {
                 "the IPv6 leak guard exists only in full-tunnel mode (full = 1, ztunctl up --full)",
             ));
         }
-        if self.dns_over_tcp && !matches!(self.upstream, Upstream::Socks5(_)) {
+        if self.dns_over_tcp && self.upstream.proxy().is_none() {
             return Err(f.invalid(
                 "dns_over_tcp",
-                "DNS over TCP applies only with a socks5 upstream (--upstream socks5://…)",
+                "DNS over TCP applies only with a proxy upstream (--upstream socks5://… or http://…)",
             ));
         }
+        self.check_failover(f)?;
         if !self.full && self.routes.is_empty() {
             return Err(f.invalid(
                 "routes",
@@ -287,6 +294,60 @@ impl TunnelSpec {
             ));
         }
         Ok(())
+    }
+
+    /// A failover list needs a proxy to fail over from, holds only proxies
+    /// (falling back to direct would leave without the proxy) and names
+    /// each once.
+    fn check_failover(&self, f: &Fields<'_>) -> Result<(), DecodeError> {
+        if self.failover.is_empty() {
+            return Ok(());
+        }
+        if self.upstream.proxy().is_none() {
+            return Err(f.invalid(
+                "failover",
+                "a failover needs a proxy upstream to fail over from (upstream = socks5://… or http://…)",
+            ));
+        }
+        if self.failover.len() > MAX_FAILOVER {
+            return Err(f.invalid(
+                "failover",
+                format!(
+                    "at most {MAX_FAILOVER} failover upstreams, got {}",
+                    self.failover.len()
+                ),
+            ));
+        }
+        for (i, u) in self.failover.iter().enumerate() {
+            let reason = if u.proxy().is_none() {
+                "direct cannot be a failover: flows would leave without the proxy; give socks5://… or http://…".to_owned()
+            } else if *u == self.upstream || self.failover[..i].contains(u) {
+                format!("{u} is already listed")
+            } else {
+                continue;
+            };
+            return Err(DecodeError::Invalid {
+                key: format!("{}[{i}]", f.key("failover")),
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// The upstream, then the failover proxies, in the order flows try them.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Upstream> {
+        std::iter::once(&self.upstream).chain(&self.failover)
+    }
+
+    /// The same spec with every upstream password replaced by `***`, as
+    /// status shows it to every local user.
+    #[must_use]
+    pub fn redacted(&self) -> Self {
+        Self {
+            upstream: self.upstream.redacted(),
+            failover: self.failover.iter().map(Upstream::redacted).collect(),
+            ..self.clone()
+        }
     }
 
     /// Decodes and validates a spec dictionary (the helper's saved state
@@ -321,6 +382,7 @@ impl TunnelSpec {
         if let Some(u) = f.opt_parsed("upstream", str::parse)? {
             spec.upstream = u;
         }
+        spec.failover = f.str_list("failover", str::parse)?;
         spec.dns_over_tcp = f.opt_flag("dns_over_tcp")?.unwrap_or(false);
         if let Some(p) = f.opt_parsed("icmp", str::parse)? {
             spec.icmp = p;
@@ -332,7 +394,19 @@ impl TunnelSpec {
 
     /// Every field, written out (defaults included) so a reader never has to
     /// know the defaults.
-    fn fields(&self, upstream: String) -> DictBuilder {
+    fn fields(&self, redact: bool) -> DictBuilder {
+        let url = |u: &Upstream| {
+            if redact {
+                u.redacted().to_url()
+            } else {
+                u.to_url()
+            }
+        };
+        let failover: Vec<Value> = self
+            .failover
+            .iter()
+            .map(|u| Value::String(url(u)))
+            .collect();
         DictBuilder::new()
             .set("name", self.name.to_string())
             .set("address", self.address.to_string())
@@ -343,7 +417,8 @@ impl TunnelSpec {
             .flag("full", self.full)
             .strings("exclude", &self.exclude)
             .flag("allow_ipv6_leak", self.allow_ipv6_leak)
-            .set("upstream", upstream)
+            .set("upstream", url(&self.upstream))
+            .set("failover", failover)
             .flag("dns_over_tcp", self.dns_over_tcp)
             .set("icmp", self.icmp.as_str())
             .flag("transient", self.transient)
@@ -351,7 +426,7 @@ impl TunnelSpec {
 
     /// The wire form, credentials included (an `up` request).
     pub fn to_value(&self) -> Value {
-        self.fields(self.upstream.to_url()).build()
+        self.fields(false).build()
     }
 
     /// Full mode without IPv6 in the tunnel, unless the user allowed the
@@ -541,11 +616,11 @@ impl Counters {
     }
 }
 
-/// How a SOCKS5 upstream is doing, as the relay saw it.
+/// How a proxy upstream is doing, as the relay saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamHealth {
     /// Whether the last attempt to reach the server (a flow or the helper's
-    /// own probe) got through the SOCKS5 handshake.
+    /// own probe) got through the SOCKS5 handshake or the HTTP CONNECT.
     pub reachable: bool,
     /// Why the server could not be used, the last time it could not.
     pub last_error: Option<String>,
@@ -637,8 +712,13 @@ pub struct TunnelStatus {
     /// The interface's addresses as the kernel reports them now.
     pub addresses: Vec<InterfaceAddress>,
     pub counters: Counters,
-    /// Present when the upstream is a SOCKS5 server.
+    /// Present when the upstream is a proxy.
     pub upstream_health: Option<UpstreamHealth>,
+    /// The failover proxies' health, in the spec's order.
+    pub failover_health: Vec<UpstreamHealth>,
+    /// Where new flows go now (password as `***`): the first upstream that
+    /// is reachable; absent when flows go direct.
+    pub active_upstream: Option<String>,
     /// The physical interface the tunnel's own sockets leave through now,
     /// and its gateway (the tunnel's exclusions leave through it): followed
     /// across network changes and sleep.
@@ -691,6 +771,16 @@ impl TunnelStatus {
                 .opt_value("upstream_state")
                 .map(|v| UpstreamHealth::decode(v, &f.key("upstream_state")))
                 .transpose()?,
+            failover_health: f
+                .opt_array("failover_state")?
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    UpstreamHealth::decode(h, &format!("{}[{i}]", f.key("failover_state")))
+                })
+                .collect::<Result<_, _>>()?,
+            active_upstream: f.opt_str("active_upstream")?.map(str::to_owned),
             since: f.int("since")?,
         })
     }
@@ -700,7 +790,7 @@ impl TunnelStatus {
     pub fn to_value(&self) -> Value {
         let installed: Vec<Value> = self.routes.iter().map(InstalledRoute::to_value).collect();
         self.spec
-            .fields(self.spec.upstream.redacted().to_url())
+            .fields(true)
             .set("interface", self.interface.clone())
             .set("state", self.state.as_str())
             .set("installed", installed)
@@ -728,6 +818,14 @@ impl TunnelStatus {
                 "upstream_state",
                 self.upstream_health.as_ref().map(UpstreamHealth::to_value),
             )
+            .set(
+                "failover_state",
+                self.failover_health
+                    .iter()
+                    .map(UpstreamHealth::to_value)
+                    .collect::<Vec<_>>(),
+            )
+            .set_opt("active_upstream", self.active_upstream.clone())
             .set("since", self.since)
             .build()
     }

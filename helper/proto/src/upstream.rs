@@ -1,5 +1,7 @@
-//! Where the helper sends terminated flows: `direct`, or a SOCKS5 server
-//! (`socks5://[user:pass@]host:port`, RFC 1928 / RFC 1929).
+//! Where the helper sends terminated flows: `direct`, a SOCKS5 server
+//! (`socks5://[user:pass@]host:port`, RFC 1928 / RFC 1929) or an HTTP proxy
+//! (`http://[user:pass@]host:port`, CONNECT as RFC 9110 §9.3.6 defines it,
+//! Basic authentication as RFC 7617 does).
 //!
 //! The password never appears in `Display` or `Debug` output: tracing-oslog
 //! logs every message as public, and status is readable by every local user.
@@ -30,11 +32,16 @@ pub enum Upstream {
     /// Flows leave from the helper's own sockets, bound to the physical interface.
     #[default]
     Direct,
-    Socks5(Socks5Upstream),
+    /// TCP through CONNECT, UDP through UDP ASSOCIATE.
+    Socks5(ProxyServer),
+    /// TCP through CONNECT; UDP cannot pass an HTTP proxy, so DNS goes as
+    /// DNS over TCP and other UDP is refused.
+    Http(ProxyServer),
 }
 
+/// A proxy server: where it is and how to log in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Socks5Upstream {
+pub struct ProxyServer {
     pub host: Host,
     pub port: u16,
     pub auth: Option<Credentials>,
@@ -81,37 +88,52 @@ impl Upstream {
         self.render(false)
     }
 
+    /// The proxy server, unless flows go direct.
+    pub fn proxy(&self) -> Option<&ProxyServer> {
+        match self {
+            Upstream::Direct => None,
+            Upstream::Socks5(p) | Upstream::Http(p) => Some(p),
+        }
+    }
+
+    /// Whether the upstream carries UDP datagrams (SOCKS5 UDP ASSOCIATE).
+    pub fn carries_udp(&self) -> bool {
+        !matches!(self, Upstream::Http(_))
+    }
+
     /// The same upstream with the password replaced by [`REDACTED`], as
     /// status shows it to every local user.
     #[must_use]
     pub fn redacted(&self) -> Upstream {
-        match self {
-            Upstream::Socks5(s) => Upstream::Socks5(Socks5Upstream {
-                auth: s.auth.as_ref().map(|c| Credentials {
-                    username: c.username.clone(),
-                    password: REDACTED.to_owned(),
-                }),
-                ..s.clone()
+        let hide = |s: &ProxyServer| ProxyServer {
+            auth: s.auth.as_ref().map(|c| Credentials {
+                username: c.username.clone(),
+                password: REDACTED.to_owned(),
             }),
+            ..s.clone()
+        };
+        match self {
+            Upstream::Socks5(s) => Upstream::Socks5(hide(s)),
+            Upstream::Http(s) => Upstream::Http(hide(s)),
             Upstream::Direct => Upstream::Direct,
         }
     }
 
     fn render(&self, redact: bool) -> String {
-        match self {
-            Upstream::Direct => "direct".to_owned(),
-            Upstream::Socks5(s) => {
-                let auth = s.auth.as_ref().map_or(String::new(), |c| {
-                    let user = utf8_percent_encode(&c.username, USERINFO);
-                    if redact {
-                        format!("{user}:{REDACTED}@")
-                    } else {
-                        format!("{user}:{}@", utf8_percent_encode(&c.password, USERINFO))
-                    }
-                });
-                format!("socks5://{auth}{}:{}", s.host, s.port)
+        let (scheme, s) = match self {
+            Upstream::Direct => return "direct".to_owned(),
+            Upstream::Socks5(s) => ("socks5", s),
+            Upstream::Http(s) => ("http", s),
+        };
+        let auth = s.auth.as_ref().map_or(String::new(), |c| {
+            let user = utf8_percent_encode(&c.username, USERINFO);
+            if redact {
+                format!("{user}:{REDACTED}@")
+            } else {
+                format!("{user}:{}@", utf8_percent_encode(&c.password, USERINFO))
             }
-        }
+        });
+        format!("{scheme}://{auth}{}:{}", s.host, s.port)
     }
 }
 
@@ -129,7 +151,9 @@ fn credential_part(raw: &str, what: &str) -> Result<String, String> {
     match decoded.len() {
         1..=255 => Ok(decoded.into_owned()),
         0 => Err(format!("{what} is empty")),
-        n => Err(format!("{what} is {n} bytes; SOCKS5 allows at most 255")),
+        n => Err(format!(
+            "{what} is {n} bytes; at most 255 are allowed (RFC 1929)"
+        )),
     }
 }
 
@@ -176,6 +200,9 @@ pub(crate) fn dns_name(raw: &str) -> Option<String> {
     Some(name.to_ascii_lowercase())
 }
 
+/// The upstream forms, as error messages list them.
+const FORMS: &str = "direct, socks5://[user:pass@]host:port or http://[user:pass@]host:port";
+
 impl FromStr for Upstream {
     type Err = String;
 
@@ -183,29 +210,28 @@ impl FromStr for Upstream {
         if s.eq_ignore_ascii_case("direct") {
             return Ok(Upstream::Direct);
         }
-        let rest = match s.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("socks5") => rest,
+        let (scheme, rest) = match s.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("socks5") => ("socks5", rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => ("http", rest),
             Some((scheme, _)) => {
-                return Err(format!(
-                    "scheme \"{scheme}\" is not supported; use direct or socks5://[user:pass@]host:port"
-                ))
+                return Err(format!("scheme \"{scheme}\" is not supported; use {FORMS}"))
             }
             None => {
                 return Err(format!(
-                    "\"{}\" is not an upstream; use direct or socks5://[user:pass@]host:port",
+                    "\"{}\" is not an upstream; use {FORMS}",
                     Upstream::redact_raw(s)
                 ))
             }
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#']) {
-            return Err("a SOCKS5 upstream has no path, query or fragment".to_owned());
+            return Err("an upstream URL has no path, query or fragment".to_owned());
         }
         let (auth, hostport) = match rest.rsplit_once('@') {
             Some((userinfo, hostport)) => {
-                let (user, pass) = userinfo.split_once(':').ok_or(
-                    "credentials need both parts: socks5://user:pass@host:port".to_owned(),
-                )?;
+                let (user, pass) = userinfo.split_once(':').ok_or(format!(
+                    "credentials need both parts: {scheme}://user:pass@host:port"
+                ))?;
                 let auth = Credentials {
                     username: credential_part(user, "username")?,
                     password: credential_part(pass, "password")?,
@@ -224,11 +250,15 @@ impl FromStr for Upstream {
             Ok(p) if p != 0 => p,
             _ => return Err(format!("port \"{port}\" is not in 1..=65535")),
         };
-        Ok(Upstream::Socks5(Socks5Upstream {
+        let server = ProxyServer {
             host: parse_host(host)?,
             port,
             auth,
-        }))
+        };
+        Ok(match scheme {
+            "http" => Upstream::Http(server),
+            _ => Upstream::Socks5(server),
+        })
     }
 }
 
@@ -249,11 +279,29 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    fn socks(s: &str) -> Socks5Upstream {
+    fn socks(s: &str) -> ProxyServer {
         match s.parse::<Upstream>().unwrap() {
             Upstream::Socks5(u) => u,
-            Upstream::Direct => panic!("{s} parsed as direct"),
+            other => panic!("{s} parsed as {other}"),
         }
+    }
+
+    #[test]
+    fn http_proxies_parse_like_socks5_ones_and_carry_no_udp() {
+        let up: Upstream = "HTTP://alice:s%3Acret@Proxy.Example:3128/".parse().unwrap();
+        let Upstream::Http(p) = &up else {
+            panic!("{up:?}")
+        };
+        assert_eq!(p.host, Host::Domain("proxy.example".into()));
+        assert_eq!(p.port, 3128);
+        assert_eq!(p.auth.as_ref().unwrap().password, "s:cret");
+        assert_eq!(up.to_url(), "http://alice:s%3Acret@proxy.example:3128");
+        assert_eq!(up.to_string(), "http://alice:***@proxy.example:3128");
+        assert!(!up.carries_udp());
+        assert!("socks5://192.0.2.1:1080"
+            .parse::<Upstream>()
+            .unwrap()
+            .carries_udp());
     }
 
     #[test]
@@ -320,7 +368,8 @@ mod tests {
     #[test]
     fn rejects_malformed_upstreams_with_a_reason() {
         for (input, needle) in [
-            ("http://192.0.2.1:8080", "scheme \"http\""),
+            ("https://192.0.2.1:8080", "scheme \"https\""),
+            ("http://192.0.2.1", "needs a host and a port"),
             ("socks5://192.0.2.1", "needs a host and a port"),
             ("socks5://192.0.2.1:0", "not in 1..=65535"),
             ("socks5://192.0.2.1:65536", "not in 1..=65535"),

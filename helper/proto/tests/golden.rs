@@ -52,6 +52,7 @@ fn target_only_spec() -> TunnelSpec {
         .map(|r| r.parse().unwrap())
         .collect();
     spec.upstream = "socks5://alice:s3cret@192.0.2.10:1080".parse().unwrap();
+    spec.failover = vec!["http://bob:pa55@192.0.2.11:3128".parse().unwrap()];
     spec.dns_over_tcp = true;
     spec
 }
@@ -67,8 +68,7 @@ fn full_spec() -> TunnelSpec {
 }
 
 fn status() -> TunnelStatus {
-    let mut spec = target_only_spec();
-    spec.upstream = spec.upstream.redacted();
+    let spec = target_only_spec().redacted();
     let route = |r: &str| InstalledRoute {
         route: r.parse().unwrap(),
         interface: "utun4".into(),
@@ -120,6 +120,14 @@ fn status() -> TunnelStatus {
                 ("upstream_down".into(), 2),
             ]),
         }),
+        failover_health: vec![UpstreamHealth {
+            reachable: true,
+            last_error: None,
+            reconnects: 0,
+            flows_to_upstream: 0,
+            refused: BTreeMap::from([("udp_not_supported".into(), 3)]),
+        }],
+        active_upstream: Some("socks5://alice:***@192.0.2.10:1080".into()),
         since: 1_795_000_000,
     }
 }
@@ -416,4 +424,6 @@ fn status_fixture_never_carries_the_socks_password() {
         "{text}"
     );
     assert!(!text.contains("s3cret"));
+    assert!(text.contains("http://bob:***@192.0.2.11:3128"), "{text}");
+    assert!(!text.contains("pa55"));
 }

@@ -38,8 +38,9 @@ fn upstream() -> impl Strategy<Value = Upstream> {
             ],
             1u16..,
             proptest::option::of(("[^\\x00]{1,20}", "[^\\x00]{1,20}")),
+            prop::sample::select(vec!["socks5", "http"]),
         )
-            .prop_filter_map("host must be usable", |(host, port, auth)| {
+            .prop_filter_map("host must be usable", |(host, port, auth, scheme)| {
                 let auth = auth.map(|(u, p): (String, String)| {
                     let enc = |s: &str| {
                         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
@@ -47,7 +48,7 @@ fn upstream() -> impl Strategy<Value = Upstream> {
                     };
                     format!("{}:{}@", enc(&u), enc(&p))
                 });
-                format!("socks5://{}{host}:{port}", auth.unwrap_or_default())
+                format!("{scheme}://{}{host}:{port}", auth.unwrap_or_default())
                     .parse()
                     .ok()
             }),
@@ -65,6 +66,7 @@ prop_compose! {
         full in any::<bool>(),
         exclude in proptest::collection::vec(route_v4(), 0..3),
         upstream in upstream(),
+        failover in proptest::collection::vec(upstream(), 0..3),
         icmp in prop::sample::select(EchoPolicy::ALL.to_vec()),
         transient in any::<bool>(),
     ) -> TunnelSpec {
@@ -87,6 +89,14 @@ prop_compose! {
             spec.exclude = exclude;
         }
         spec.upstream = upstream;
+        if spec.upstream.proxy().is_some() {
+            // Proxies only, each once, as the helper requires.
+            for u in failover {
+                if u.proxy().is_some() && !spec.upstreams().any(|v| *v == u) {
+                    spec.failover.push(u);
+                }
+            }
+        }
         spec.icmp = icmp;
         spec.transient = transient;
         spec

@@ -317,9 +317,41 @@ fn up_errors_name_the_tunnel_field() {
             "host bits",
         ),
         (
-            up_with(&[("upstream", s("http://192.0.2.1:3128"))], &[]),
+            up_with(&[("upstream", s("https://192.0.2.1:3128"))], &[]),
             "tunnel.upstream",
             "not supported",
+        ),
+        (
+            up_with(&[("failover", strings(&["http://192.0.2.1:3128"]))], &[]),
+            "tunnel.failover",
+            "needs a proxy upstream to fail over from",
+        ),
+        (
+            up_with(
+                &[
+                    ("upstream", s("socks5://192.0.2.1:1080")),
+                    ("failover", strings(&["http://192.0.2.2:3128", "direct"])),
+                ],
+                &[],
+            ),
+            "tunnel.failover[1]",
+            "direct cannot be a failover",
+        ),
+        (
+            up_with(
+                &[
+                    ("upstream", s("socks5://192.0.2.1:1080")),
+                    ("failover", strings(&["SOCKS5://192.0.2.1:1080"])),
+                ],
+                &[],
+            ),
+            "tunnel.failover[0]",
+            "socks5://192.0.2.1:1080 is already listed",
+        ),
+        (
+            up_with(&[("failover", s("http://192.0.2.1:3128"))], &[]),
+            "tunnel.failover",
+            "expected array",
         ),
         (
             up_with(&[("upstream", s("socks5://192.0.2.1"))], &[]),

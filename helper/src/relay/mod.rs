@@ -1,10 +1,13 @@
 //! Upstreams: where terminated flows leave the machine, directly or through
-//! a SOCKS5 server, and `echo` for ICMP (S5 `forward` mode). Every socket
+//! a proxy (SOCKS5 or HTTP CONNECT, with failover to the next one in
+//! order), and `echo` for ICMP (S5 `forward` mode). Every socket
 //! opened outward is bound to the physical interface first, so nothing can
 //! loop back into the tunnel (S6).
 
 pub mod datagram;
 pub mod echo;
+mod error;
+pub mod http;
 pub mod socks5;
 
 use std::collections::BTreeMap;
@@ -16,9 +19,11 @@ use std::time::Duration;
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use ztun_proto::{Credentials, UpstreamHealth};
 
-use socks5::{Address, Command, Socks5Error};
+pub use error::UpstreamError;
+use socks5::{Address, Command};
 
 /// Binds an outbound socket to the physical interface.
 pub type Binder = Arc<dyn Fn(&Socket) -> io::Result<()> + Send + Sync>;
@@ -38,24 +43,92 @@ const PROBE_MAX: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Relay {
     bind: Binder,
-    socks: Option<Arc<Socks>>,
+    /// The upstream, then its failovers, in the order new flows try them;
+    /// empty when flows go direct.
+    proxies: Arc<[Arc<Proxy>]>,
+    dns_over_tcp: bool,
 }
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay")
-            .field("socks", &self.socks)
+            .field("proxies", &self.proxies)
             .finish_non_exhaustive()
     }
 }
 
-/// A SOCKS5 upstream and what the relay has learnt about it.
+/// How a proxy carries flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// CONNECT for TCP, UDP ASSOCIATE for UDP (RFC 1928).
+    Socks5,
+    /// CONNECT for TCP (RFC 9110 §9.3.6); no UDP.
+    Http,
+}
+
+/// A proxy upstream and what the relay has learnt about it.
 #[derive(Debug)]
-pub struct Socks {
+pub struct Proxy {
+    pub kind: ProxyKind,
     pub server: SocketAddr,
     auth: Option<Credentials>,
-    pub dns_over_tcp: bool,
+    /// The URL as status shows it (password as `***`).
+    pub url: String,
     pub health: Health,
+}
+
+impl Proxy {
+    pub fn new(
+        kind: ProxyKind,
+        server: SocketAddr,
+        auth: Option<Credentials>,
+        url: String,
+    ) -> Self {
+        Self {
+            kind,
+            server,
+            auth,
+            url,
+            health: Health::default(),
+        }
+    }
+
+    /// A connection to the proxy with its handshake done: through it to
+    /// `dst` (CONNECT), or only logged in when `dst` is `None` (a probe;
+    /// an HTTP proxy has no login without a request, so it is sent a
+    /// CONNECT to itself, which any answer but a failure to reach it or
+    /// a refused password passes). The caller bounds it in time.
+    async fn handshake(
+        &self,
+        bind: &Binder,
+        dst: Option<SocketAddr>,
+    ) -> Result<TcpStream, UpstreamError> {
+        let mut stream = connect(self.server, bind).await?;
+        match (self.kind, dst) {
+            (ProxyKind::Socks5, Some(dst)) => {
+                socks5::handshake(
+                    &mut stream,
+                    self.auth.as_ref(),
+                    Command::Connect,
+                    &Address::Ip(dst),
+                )
+                .await?;
+            }
+            (ProxyKind::Socks5, None) => {
+                socks5::authenticate(&mut stream, self.auth.as_ref()).await?;
+            }
+            (ProxyKind::Http, Some(dst)) => {
+                http::connect(&mut stream, self.auth.as_ref(), dst).await?;
+            }
+            (ProxyKind::Http, None) => {
+                match http::connect(&mut stream, self.auth.as_ref(), self.server).await {
+                    Err(e) if e.is_upstream_fault() => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(stream)
+    }
 }
 
 /// A UDP association: datagrams go through `socket` (connected to the
@@ -66,75 +139,134 @@ pub struct Association {
     pub socket: UdpSocket,
 }
 
+/// Where a new flow goes.
+#[derive(Debug, Clone)]
+pub enum Via {
+    Direct,
+    Proxy(Arc<Proxy>),
+}
+
 impl Relay {
     pub fn direct(bind: Binder) -> Self {
-        Self { bind, socks: None }
-    }
-
-    pub fn socks5(
-        bind: Binder,
-        server: SocketAddr,
-        auth: Option<Credentials>,
-        dns_over_tcp: bool,
-    ) -> Self {
         Self {
             bind,
-            socks: Some(Arc::new(Socks {
-                server,
-                auth,
-                dns_over_tcp,
-                health: Health::default(),
-            })),
+            proxies: Arc::new([]),
+            dns_over_tcp: false,
         }
     }
 
-    pub fn socks(&self) -> Option<&Socks> {
-        self.socks.as_deref()
+    /// Flows through `proxies`, the first reachable one taking new flows.
+    pub fn proxied(bind: Binder, proxies: Vec<Proxy>, dns_over_tcp: bool) -> Self {
+        Self {
+            bind,
+            proxies: proxies.into_iter().map(Arc::new).collect(),
+            dns_over_tcp,
+        }
     }
 
-    /// A TCP connection to `dst`: direct, or a SOCKS5 CONNECT. Failures
-    /// reaching the server mark it unreachable; refusals are counted.
-    pub async fn tcp(&self, dst: SocketAddr) -> Result<TcpStream, Socks5Error> {
-        let Some(socks) = &self.socks else {
-            return match tokio::time::timeout(CONNECT_TIMEOUT, connect(dst, &self.bind)).await {
-                Ok(r) => Ok(r?),
-                Err(_) => Err(timed_out().into()),
-            };
+    /// The upstream and its failovers, in order; empty for direct.
+    pub fn proxies(&self) -> &[Arc<Proxy>] {
+        &self.proxies
+    }
+
+    /// Where a new flow to `dst` goes now: direct, or the first proxy not
+    /// known to be down. `None` refuses it at once: every proxy is down
+    /// (counted on the first, `upstream_down`), so waiting on one helps no
+    /// one. Flows to a proxy itself are counted (a loop, if routes let the
+    /// helper's own connections into the tunnel).
+    pub fn choose(&self, dst: SocketAddr) -> Option<Via> {
+        let Some(first) = self.proxies.first() else {
+            return Some(Via::Direct);
         };
-        let result = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-            let mut stream = connect(socks.server, &self.bind).await?;
-            socks5::handshake(
-                &mut stream,
-                socks.auth.as_ref(),
-                Command::Connect,
-                &Address::Ip(dst),
-            )
-            .await?;
-            Ok(stream)
-        })
-        .await
-        .unwrap_or_else(|_| Err(timed_out().into()));
-        socks
+        for p in self.proxies.iter().filter(|p| p.server.ip() == dst.ip()) {
+            p.health.flow_to_upstream();
+        }
+        let live = self.proxies.iter().find(|p| !p.health.is_down());
+        if live.is_none() {
+            first.health.refused_while_down();
+        }
+        live.map(|p| Via::Proxy(Arc::clone(p)))
+    }
+
+    /// The proxy new flows take now, if any (status's `active_upstream`).
+    pub fn active(&self) -> Option<&Proxy> {
+        self.proxies
+            .iter()
+            .find(|p| !p.health.is_down())
+            .map(AsRef::as_ref)
+    }
+
+    /// Whether UDP to port 53 goes as DNS over TCP through `via`: when
+    /// asked, and always through an HTTP proxy, which carries no UDP.
+    pub fn dns_over_tcp(&self, via: &Via) -> bool {
+        match via {
+            Via::Direct => false,
+            Via::Proxy(p) => self.dns_over_tcp || p.kind == ProxyKind::Http,
+        }
+    }
+
+    /// A TCP connection to `dst`: direct, or through the proxy's CONNECT.
+    /// Failures reaching the proxy mark it unreachable; refusals are
+    /// counted.
+    pub async fn tcp(&self, via: &Via, dst: SocketAddr) -> Result<TcpStream, UpstreamError> {
+        let proxy = match via {
+            Via::Direct => {
+                return match tokio::time::timeout(CONNECT_TIMEOUT, connect(dst, &self.bind)).await {
+                    Ok(r) => Ok(r?),
+                    Err(_) => Err(timed_out().into()),
+                };
+            }
+            Via::Proxy(p) => p,
+        };
+        let result = tokio::time::timeout(UPSTREAM_TIMEOUT, proxy.handshake(&self.bind, Some(dst)))
+            .await
+            .unwrap_or_else(|_| Err(timed_out().into()));
+        proxy
             .health
-            .record(socks.server, result.as_ref().err(), true);
+            .record(proxy.server, result.as_ref().err(), true);
         result
     }
 
-    /// A new UDP association with the SOCKS5 server.
-    pub async fn associate(&self) -> Result<Association, Socks5Error> {
-        let Some(socks) = &self.socks else {
-            return Err(Socks5Error::Protocol("no SOCKS5 upstream"));
-        };
+    /// [`Relay::tcp`] through `via`, and should its proxy turn out to be
+    /// unreachable, through the next live one, and so on: the flow that
+    /// finds a proxy gone is carried by the failover rather than reset.
+    /// Returns the stream and the way it went.
+    pub async fn tcp_with_failover(
+        &self,
+        mut via: Via,
+        dst: SocketAddr,
+    ) -> Result<(TcpStream, Via), UpstreamError> {
+        // Each try marks its proxy down, so each picks another; a probe
+        // that brings one back meanwhile could repeat one, hence the bound.
+        for _ in 1..self.proxies.len() {
+            match self.tcp(&via, dst).await {
+                Ok(stream) => return Ok((stream, via)),
+                Err(e) if e.is_upstream_fault() => match self.choose(dst) {
+                    Some(next @ Via::Proxy(_)) => via = next,
+                    _ => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        let stream = self.tcp(&via, dst).await?;
+        Ok((stream, via))
+    }
+
+    /// A new UDP association with a SOCKS5 proxy.
+    pub async fn associate(&self, proxy: &Proxy) -> Result<Association, UpstreamError> {
+        if proxy.kind != ProxyKind::Socks5 {
+            return Err(UpstreamError::Protocol("only SOCKS5 carries UDP"));
+        }
         let result = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-            let mut control = connect(socks.server, &self.bind).await?;
+            let mut control = connect(proxy.server, &self.bind).await?;
             let bound = socks5::handshake(
                 &mut control,
-                socks.auth.as_ref(),
+                proxy.auth.as_ref(),
                 Command::UdpAssociate,
-                &socks5::any_address(socks.server),
+                &socks5::any_address(proxy.server),
             )
             .await?;
-            let relay = socks5::relay_address(&bound, socks.server)?;
+            let relay = socks5::relay_address(&bound, proxy.server)?;
             Ok(Association {
                 control,
                 socket: self.udp(relay)?,
@@ -142,9 +274,9 @@ impl Relay {
         })
         .await
         .unwrap_or_else(|_| Err(timed_out().into()));
-        socks
+        proxy
             .health
-            .record(socks.server, result.as_ref().err(), true);
+            .record(proxy.server, result.as_ref().err(), true);
         result
     }
 
@@ -157,40 +289,54 @@ impl Relay {
         UdpSocket::from_std(socket.into())
     }
 
-    /// Reaches the SOCKS5 server and authenticates, without a request: is
-    /// the server there and does it take our credentials?
-    pub async fn probe(&self) -> Result<(), Socks5Error> {
-        let Some(socks) = &self.socks else {
-            return Ok(());
-        };
-        let result = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-            let mut stream = connect(socks.server, &self.bind).await?;
-            socks5::authenticate(&mut stream, socks.auth.as_ref()).await
-        })
-        .await
-        .unwrap_or_else(|_| Err(timed_out().into()));
-        socks
+    /// Reaches the proxy and logs in, without a flow: is it there, and
+    /// does it take our credentials?
+    pub async fn probe(&self, proxy: &Proxy) -> Result<(), UpstreamError> {
+        let result = tokio::time::timeout(UPSTREAM_TIMEOUT, proxy.handshake(&self.bind, None))
+            .await
+            .unwrap_or_else(|_| Err(timed_out().into()))
+            .map(drop);
+        proxy
             .health
-            .record(socks.server, result.as_ref().err(), false);
+            .record(proxy.server, result.as_ref().err(), false);
         result
     }
 
-    /// While the server is unreachable, probes it with backoff until it
-    /// answers again, so recovery does not wait for a user's flow. Runs
-    /// until dropped.
-    pub async fn keep_watch(self) {
-        let Some(socks) = self.socks.clone() else {
-            return;
-        };
-        loop {
-            socks.health.wake.notified().await;
-            let mut wait = PROBE_FIRST;
-            while socks.health.is_down() {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(PROBE_MAX);
-                let _ = self.probe().await;
+    /// Probes every proxy once, in order; the first error, if any.
+    pub async fn probe_all(&self) -> Result<(), UpstreamError> {
+        let mut first = Ok(());
+        for p in self.proxies.iter() {
+            if let (Err(e), Ok(())) = (self.probe(p).await, &first) {
+                first = Err(e);
             }
         }
+        first
+    }
+
+    /// While a proxy is unreachable, probes it with backoff until it
+    /// answers again, so recovery (and the move back from a failover)
+    /// does not wait for a user's flow. One loop per proxy; runs until
+    /// dropped.
+    pub async fn keep_watch(self) {
+        let watches = self.proxies.iter().map(|p| {
+            let (relay, proxy) = (self.clone(), Arc::clone(p));
+            async move {
+                loop {
+                    proxy.health.wake.notified().await;
+                    let mut wait = PROBE_FIRST;
+                    while proxy.health.is_down() {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(PROBE_MAX);
+                        let _ = relay.probe(&proxy).await;
+                    }
+                }
+            }
+        });
+        let mut all: JoinSet<()> = JoinSet::new();
+        for w in watches {
+            all.spawn(w);
+        }
+        while all.join_next().await.is_some() {}
     }
 }
 
@@ -239,7 +385,7 @@ impl Health {
     /// Records the outcome of one attempt to use the server; `flow` says
     /// whether a flow depended on it (and is refused if it failed), rather
     /// than the helper's own probe.
-    pub fn record(&self, server: SocketAddr, error: Option<&Socks5Error>, flow: bool) {
+    pub fn record(&self, server: SocketAddr, error: Option<&UpstreamError>, flow: bool) {
         let mut s = self.lock();
         if let (Some(e), true) = (error, flow) {
             *s.refused.entry(e.reason()).or_default() += 1;
@@ -249,14 +395,14 @@ impl Health {
                 if s.down {
                     s.down = false;
                     s.reconnects += 1;
-                    tracing::info!("SOCKS5 upstream {server} is reachable again");
+                    tracing::info!("upstream {server} is reachable again");
                 }
             }
             Some(e) if e.is_upstream_fault() => {
                 let message = format!("{server}: {e}");
                 if !s.down {
                     s.down = true;
-                    tracing::warn!("SOCKS5 upstream unreachable: {message}");
+                    tracing::warn!("upstream unreachable: {message}");
                     self.wake.notify_one();
                 }
                 s.last_error = Some(message);
@@ -267,7 +413,13 @@ impl Health {
 
     /// Counts a flow refused without trying, because the server is down.
     pub fn refused_while_down(&self) {
-        *self.lock().refused.entry("upstream_down").or_default() += 1;
+        self.refused("upstream_down");
+    }
+
+    /// Counts a flow the helper refused for `reason` without asking the
+    /// server (`udp_not_supported`: UDP through an HTTP proxy).
+    pub fn refused(&self, reason: &'static str) {
+        *self.lock().refused.entry(reason).or_default() += 1;
     }
 
     /// Counts a flow whose destination is the server itself.
@@ -311,8 +463,24 @@ mod tests {
         addr
     }
 
+    fn relay_via(proxies: &[(ProxyKind, SocketAddr)]) -> Relay {
+        let proxies = proxies
+            .iter()
+            .map(|(kind, server)| Proxy::new(*kind, *server, None, format!("{kind:?}://{server}")))
+            .collect();
+        Relay::proxied(Arc::new(|_: &Socket| Ok(())), proxies, false)
+    }
+
     fn relay_to(server: SocketAddr) -> Relay {
-        Relay::socks5(Arc::new(|_: &Socket| Ok(())), server, None, false)
+        relay_via(&[(ProxyKind::Socks5, server)])
+    }
+
+    fn first(relay: &Relay) -> &Proxy {
+        &relay.proxies()[0]
+    }
+
+    fn via(relay: &Relay) -> Via {
+        relay.choose(dst()).unwrap()
     }
 
     fn dst() -> SocketAddr {
@@ -322,25 +490,25 @@ mod tests {
     #[tokio::test]
     async fn a_server_answering_garbage_is_unreachable_with_the_reason() {
         let relay = relay_to(fake_server(b"HTTP/1.1 400 Bad Request\r\n\r\n").await);
-        let err = relay.tcp(dst()).await.unwrap_err();
+        let err = relay.tcp(&via(&relay), dst()).await.unwrap_err();
         assert_eq!(err.reason(), "protocol_error");
-        let health = relay.socks().unwrap().health.snapshot();
+        let health = first(&relay).health.snapshot();
         assert!(!health.reachable);
         assert!(health.last_error.unwrap().ends_with(
             "the SOCKS5 server broke the protocol: not a SOCKS5 server (wrong version)"
         ));
         // Refused at once from now on, until a probe gets through.
-        assert!(relay.socks().unwrap().health.is_down());
+        assert!(first(&relay).health.is_down());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_server_that_never_answers_times_out_and_is_marked_down() {
         let relay = relay_to(fake_server(b"").await);
         let started = tokio::time::Instant::now();
-        let err = relay.tcp(dst()).await.unwrap_err();
+        let err = relay.tcp(&via(&relay), dst()).await.unwrap_err();
         assert_eq!(started.elapsed(), UPSTREAM_TIMEOUT);
         assert_eq!(err.reason(), "upstream_timeout");
-        assert!(!relay.socks().unwrap().health.snapshot().reachable);
+        assert!(!first(&relay).health.snapshot().reachable);
     }
 
     #[tokio::test]
@@ -349,7 +517,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let relay = relay_to(addr);
-        assert!(relay.probe().await.is_err(), "nothing listens yet");
+        assert!(
+            relay.probe(first(&relay)).await.is_err(),
+            "nothing listens yet"
+        );
         let watch = tokio::spawn(relay.clone().keep_watch());
         // The server comes back (a real SOCKS5 greeting answer: no auth).
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -361,15 +532,58 @@ mod tests {
             }
         });
         for _ in 0..100 {
-            if relay.socks().unwrap().health.snapshot().reachable {
+            if first(&relay).health.snapshot().reachable {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let health = relay.socks().unwrap().health.snapshot();
+        let health = first(&relay).health.snapshot();
         assert!(health.reachable, "{health:?}");
         assert_eq!(health.reconnects, 1);
         watch.abort();
+    }
+
+    fn url(v: &Via) -> &str {
+        match v {
+            Via::Direct => "direct",
+            Via::Proxy(p) => &p.url,
+        }
+    }
+
+    #[tokio::test]
+    async fn new_flows_fail_over_in_order_and_come_back_when_the_first_recovers() {
+        let (a, b) = (server(), "198.51.100.3:3128".parse().unwrap());
+        let relay = relay_via(&[(ProxyKind::Socks5, a), (ProxyKind::Http, b)]);
+        assert_eq!(url(&via(&relay)), format!("Socks5://{a}"));
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused).into();
+        first(&relay).health.record(a, Some(&refused), true);
+        assert_eq!(
+            url(&via(&relay)),
+            format!("Http://{b}"),
+            "the failover takes new flows"
+        );
+        assert_eq!(relay.active().map(|p| p.server), Some(b));
+        relay.proxies()[1].health.record(b, Some(&refused), true);
+        assert!(relay.choose(dst()).is_none(), "both down: refused at once");
+        assert_eq!(first(&relay).health.snapshot().refused["upstream_down"], 1);
+        first(&relay).health.record(a, None, false);
+        assert_eq!(
+            url(&via(&relay)),
+            format!("Socks5://{a}"),
+            "back to the first"
+        );
+        let direct = Relay::direct(Arc::new(|_: &Socket| Ok(())));
+        assert_eq!(url(&direct.choose(dst()).unwrap()), "direct");
+        assert!(direct.active().is_none());
+    }
+
+    #[tokio::test]
+    async fn dns_goes_over_tcp_through_an_http_proxy_and_when_asked() {
+        let http = relay_via(&[(ProxyKind::Http, server())]);
+        assert!(http.dns_over_tcp(&via(&http)));
+        let socks = relay_to(server());
+        assert!(!socks.dns_over_tcp(&via(&socks)));
+        assert!(!socks.dns_over_tcp(&Via::Direct));
     }
 
     fn server() -> SocketAddr {
@@ -405,7 +619,7 @@ mod tests {
         let h = Health::default();
         h.record(
             server(),
-            Some(&Socks5Error::Refused(socks5::ReplyCode::HostUnreachable)),
+            Some(&UpstreamError::Refused(socks5::ReplyCode::HostUnreachable)),
             true,
         );
         let s = h.snapshot();
@@ -417,7 +631,7 @@ mod tests {
     #[test]
     fn rejected_credentials_are_the_servers_fault_and_say_what_to_fix() {
         let h = Health::default();
-        h.record(server(), Some(&Socks5Error::AuthRejected(1)), true);
+        h.record(server(), Some(&UpstreamError::AuthRejected(1)), true);
         let s = h.snapshot();
         assert!(!s.reachable);
         assert!(s

@@ -8,11 +8,12 @@
 //! UDP client opens its own socket that cannot be bound first.
 
 use std::fmt;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ztun_proto::Credentials;
+
+use super::UpstreamError;
 
 const VERSION: u8 = 5;
 const METHOD_NONE: u8 = 0x00;
@@ -86,7 +87,7 @@ impl Address {
 
     /// Parses ATYP, address and port from the front of `buf`: the address
     /// and the bytes it took, `None` when `buf` ends first.
-    fn decode(buf: &[u8]) -> Result<Option<(Address, usize)>, Socks5Error> {
+    fn decode(buf: &[u8]) -> Result<Option<(Address, usize)>, UpstreamError> {
         let Some(&atyp) = buf.first() else {
             return Ok(None);
         };
@@ -97,7 +98,7 @@ impl Address {
                 Some(&n) => (usize::from(n), 2),
                 None => return Ok(None),
             },
-            _ => return Err(Socks5Error::Protocol("unknown address type")),
+            _ => return Err(UpstreamError::Protocol("unknown address type")),
         };
         let end = addr_at + len + 2;
         if buf.len() < end {
@@ -109,18 +110,18 @@ impl Address {
             ATYP_V4 => {
                 let octets: [u8; 4] = raw
                     .try_into()
-                    .map_err(|_| Socks5Error::Protocol("short IPv4 address"))?;
+                    .map_err(|_| UpstreamError::Protocol("short IPv4 address"))?;
                 Address::Ip(SocketAddr::new(Ipv4Addr::from(octets).into(), port))
             }
             ATYP_V6 => {
                 let octets: [u8; 16] = raw
                     .try_into()
-                    .map_err(|_| Socks5Error::Protocol("short IPv6 address"))?;
+                    .map_err(|_| UpstreamError::Protocol("short IPv6 address"))?;
                 Address::Ip(SocketAddr::new(Ipv6Addr::from(octets).into(), port))
             }
             _ => {
                 let name = std::str::from_utf8(raw)
-                    .map_err(|_| Socks5Error::Protocol("domain name is not UTF-8"))?;
+                    .map_err(|_| UpstreamError::Protocol("domain name is not UTF-8"))?;
                 Address::Domain(name.to_owned(), port)
             }
         };
@@ -182,54 +183,6 @@ impl fmt::Display for ReplyCode {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Socks5Error {
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("the SOCKS5 server accepts neither no authentication nor a user name and password; check the server's configuration")]
-    NoAcceptableMethod,
-    #[error("the SOCKS5 server asks for a user name and password; give them in the upstream URL (socks5://user:pass@host:port)")]
-    PasswordRequired,
-    #[error("the SOCKS5 server rejected the user name and password (status {0}); check them in the upstream URL")]
-    AuthRejected(u8),
-    #[error("the SOCKS5 server refused: {0}")]
-    Refused(ReplyCode),
-    #[error("the SOCKS5 server broke the protocol: {0}")]
-    Protocol(&'static str),
-}
-
-impl Socks5Error {
-    /// Whether the server itself is at fault (down, misconfigured, wrong
-    /// credentials) rather than the one destination it was asked for.
-    pub fn is_upstream_fault(&self) -> bool {
-        !matches!(self, Socks5Error::Refused(_))
-    }
-
-    /// What a UDP client is told when its flow fails for this reason: port
-    /// unreachable when the destination refused, otherwise administratively
-    /// prohibited (the proxy could not or would not carry it). Both are
-    /// codes a socket reports at once; host unreachable would be truer for
-    /// some replies, but Linux shows it only to sockets that ask for errors.
-    pub fn unreachable(&self) -> ztun_engine::Unreachable {
-        match self {
-            Socks5Error::Refused(ReplyCode::ConnectionRefused) => ztun_engine::Unreachable::Port,
-            _ => ztun_engine::Unreachable::Prohibited,
-        }
-    }
-
-    /// The counter key `status` shows refused flows under.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Socks5Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => "upstream_timeout",
-            Socks5Error::Io(_) => "upstream_unreachable",
-            Socks5Error::NoAcceptableMethod | Socks5Error::PasswordRequired => "auth_method",
-            Socks5Error::AuthRejected(_) => "auth_rejected",
-            Socks5Error::Refused(code) => code.as_str(),
-            Socks5Error::Protocol(_) => "protocol_error",
-        }
-    }
-}
-
 /// The method-selection message: password authentication is offered only
 /// when there are credentials to give.
 pub fn greeting(auth: bool) -> &'static [u8] {
@@ -251,10 +204,10 @@ pub fn password_request(creds: &Credentials, out: &mut Vec<u8>) {
 }
 
 /// A CONNECT or UDP ASSOCIATE request.
-pub fn request(command: Command, target: &Address, out: &mut Vec<u8>) -> Result<(), Socks5Error> {
+pub fn request(command: Command, target: &Address, out: &mut Vec<u8>) -> Result<(), UpstreamError> {
     if let Address::Domain(name, _) = target {
         if name.is_empty() || name.len() > 255 {
-            return Err(Socks5Error::Protocol(
+            return Err(UpstreamError::Protocol(
                 "a domain name must be 1 to 255 bytes",
             ));
         }
@@ -265,31 +218,33 @@ pub fn request(command: Command, target: &Address, out: &mut Vec<u8>) -> Result<
 }
 
 /// Which method the server chose, from its two-byte answer.
-fn chosen_method(answer: [u8; 2], auth: bool) -> Result<u8, Socks5Error> {
+fn chosen_method(answer: [u8; 2], auth: bool) -> Result<u8, UpstreamError> {
     match answer {
         [VERSION, METHOD_NONE] => Ok(METHOD_NONE),
         [VERSION, METHOD_PASSWORD] if auth => Ok(METHOD_PASSWORD),
-        [VERSION, METHOD_PASSWORD] => Err(Socks5Error::PasswordRequired),
-        [VERSION, METHOD_NONE_ACCEPTABLE] if !auth => Err(Socks5Error::PasswordRequired),
-        [VERSION, METHOD_NONE_ACCEPTABLE] => Err(Socks5Error::NoAcceptableMethod),
-        [VERSION, _] => Err(Socks5Error::Protocol(
+        [VERSION, METHOD_PASSWORD] => Err(UpstreamError::PasswordRequired),
+        [VERSION, METHOD_NONE_ACCEPTABLE] if !auth => Err(UpstreamError::PasswordRequired),
+        [VERSION, METHOD_NONE_ACCEPTABLE] => Err(UpstreamError::NoAcceptableMethod),
+        [VERSION, _] => Err(UpstreamError::Protocol(
             "server chose a method that was not offered",
         )),
-        _ => Err(Socks5Error::Protocol("not a SOCKS5 server (wrong version)")),
+        _ => Err(UpstreamError::Protocol(
+            "not a SOCKS5 server (wrong version)",
+        )),
     }
 }
 
 /// Parses a reply: the bound address and the reply's length, `None` when
 /// `buf` ends first.
-pub fn parse_reply(buf: &[u8]) -> Result<Option<(Address, usize)>, Socks5Error> {
+pub fn parse_reply(buf: &[u8]) -> Result<Option<(Address, usize)>, UpstreamError> {
     if buf.len() < 3 {
         return Ok(None);
     }
     if buf[0] != VERSION {
-        return Err(Socks5Error::Protocol("reply has the wrong version"));
+        return Err(UpstreamError::Protocol("reply has the wrong version"));
     }
     if buf[1] != 0 {
-        return Err(Socks5Error::Refused(ReplyCode::from_u8(buf[1])));
+        return Err(UpstreamError::Refused(ReplyCode::from_u8(buf[1])));
     }
     Ok(Address::decode(&buf[3..])?.map(|(a, n)| (a, 3 + n)))
 }
@@ -317,18 +272,18 @@ pub fn write_udp_header(dst: SocketAddr, out: &mut [u8]) -> usize {
 /// Splits a datagram from the relay into its source address and payload.
 /// Fragments (FRAG ≠ 0) are refused: RFC 1928 makes reassembly optional,
 /// and no server in use sends them.
-pub fn parse_udp(datagram: &[u8]) -> Result<(Address, &[u8]), Socks5Error> {
+pub fn parse_udp(datagram: &[u8]) -> Result<(Address, &[u8]), UpstreamError> {
     if datagram.len() < 4 {
-        return Err(Socks5Error::Protocol(
+        return Err(UpstreamError::Protocol(
             "UDP datagram shorter than its header",
         ));
     }
     if datagram[2] != 0 {
-        return Err(Socks5Error::Protocol("fragmented UDP datagram"));
+        return Err(UpstreamError::Protocol("fragmented UDP datagram"));
     }
     match Address::decode(&datagram[3..])? {
         Some((address, n)) => Ok((address, &datagram[3 + n..])),
-        None => Err(Socks5Error::Protocol(
+        None => Err(UpstreamError::Protocol(
             "UDP datagram shorter than its header",
         )),
     }
@@ -342,7 +297,7 @@ pub async fn handshake<S>(
     auth: Option<&Credentials>,
     command: Command,
     target: &Address,
-) -> Result<Address, Socks5Error>
+) -> Result<Address, UpstreamError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -360,24 +315,27 @@ where
     stream.read_exact(&mut buf[5..len]).await?;
     match parse_reply(&buf[..len])? {
         Some((bound, _)) => Ok(bound),
-        None => Err(Socks5Error::Protocol("short reply")),
+        None => Err(UpstreamError::Protocol("short reply")),
     }
 }
 
 /// A reply's full length from its first five bytes.
-fn reply_len(head: &[u8]) -> Result<usize, Socks5Error> {
+fn reply_len(head: &[u8]) -> Result<usize, UpstreamError> {
     // Version and reply code first: a refusal is reported as such.
     parse_reply(head)?;
     match head[3] {
         ATYP_V4 => Ok(3 + 1 + 4 + 2),
         ATYP_V6 => Ok(3 + 1 + 16 + 2),
         ATYP_DOMAIN => Ok(3 + 2 + usize::from(head[4]) + 2),
-        _ => Err(Socks5Error::Protocol("unknown address type")),
+        _ => Err(UpstreamError::Protocol("unknown address type")),
     }
 }
 
 /// Method selection and, when the server asks for it, RFC 1929.
-pub async fn authenticate<S>(stream: &mut S, auth: Option<&Credentials>) -> Result<(), Socks5Error>
+pub async fn authenticate<S>(
+    stream: &mut S,
+    auth: Option<&Credentials>,
+) -> Result<(), UpstreamError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -393,8 +351,8 @@ where
         stream.read_exact(&mut answer).await?;
         match answer {
             [PASSWORD_VERSION, 0] => {}
-            [PASSWORD_VERSION, status] => return Err(Socks5Error::AuthRejected(status)),
-            _ => return Err(Socks5Error::Protocol("bad authentication reply")),
+            [PASSWORD_VERSION, status] => return Err(UpstreamError::AuthRejected(status)),
+            _ => return Err(UpstreamError::Protocol("bad authentication reply")),
         }
     }
     Ok(())
@@ -402,11 +360,11 @@ where
 
 /// Where UDP datagrams go: the relay address the server bound, with an
 /// unspecified address (as many servers send) meaning the server's own.
-pub fn relay_address(bound: &Address, server: SocketAddr) -> Result<SocketAddr, Socks5Error> {
+pub fn relay_address(bound: &Address, server: SocketAddr) -> Result<SocketAddr, UpstreamError> {
     match bound {
         Address::Ip(a) if a.ip().is_unspecified() => Ok(SocketAddr::new(server.ip(), a.port())),
         Address::Ip(a) => Ok(*a),
-        Address::Domain(..) => Err(Socks5Error::Protocol(
+        Address::Domain(..) => Err(UpstreamError::Protocol(
             "UDP relay given as a domain name; only addresses are supported",
         )),
     }
@@ -427,6 +385,7 @@ pub fn any_address(server: SocketAddr) -> Address {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::io;
 
     fn creds(u: &str, p: &str) -> Credentials {
         Credentials {
@@ -492,7 +451,7 @@ mod tests {
         let mut out = Vec::new();
         for name in [String::new(), "a".repeat(256)] {
             let err = request(Command::Connect, &Address::Domain(name, 80), &mut out).unwrap_err();
-            assert!(matches!(err, Socks5Error::Protocol(_)), "{err}");
+            assert!(matches!(err, UpstreamError::Protocol(_)), "{err}");
         }
         assert!(out.is_empty());
     }
@@ -503,23 +462,23 @@ mod tests {
         assert_eq!(chosen_method([5, 2], true).unwrap(), METHOD_PASSWORD);
         assert!(matches!(
             chosen_method([5, 2], false),
-            Err(Socks5Error::PasswordRequired)
+            Err(UpstreamError::PasswordRequired)
         ));
         assert!(matches!(
             chosen_method([5, 0xff], false),
-            Err(Socks5Error::PasswordRequired)
+            Err(UpstreamError::PasswordRequired)
         ));
         assert!(matches!(
             chosen_method([5, 0xff], true),
-            Err(Socks5Error::NoAcceptableMethod)
+            Err(UpstreamError::NoAcceptableMethod)
         ));
         assert!(matches!(
             chosen_method([5, 1], true),
-            Err(Socks5Error::Protocol(_))
+            Err(UpstreamError::Protocol(_))
         ));
         assert!(matches!(
             chosen_method([4, 0], true),
-            Err(Socks5Error::Protocol(_))
+            Err(UpstreamError::Protocol(_))
         ));
     }
 
@@ -581,7 +540,7 @@ mod tests {
     fn unknown_address_type_is_a_protocol_error() {
         assert!(matches!(
             parse_reply(&[5, 0, 0, 2, 1, 2]),
-            Err(Socks5Error::Protocol(_))
+            Err(UpstreamError::Protocol(_))
         ));
     }
 
@@ -673,7 +632,7 @@ mod tests {
         let err = handshake(&mut s, Some(&creds("u", "bad")), Command::Connect, &target)
             .await
             .unwrap_err();
-        assert!(matches!(err, Socks5Error::AuthRejected(1)));
+        assert!(matches!(err, UpstreamError::AuthRejected(1)));
         assert!(err.is_upstream_fault());
         let mut s = tokio_test_stream(&[&[5, 0], &[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]]);
         let err = handshake(&mut s, None, Command::Connect, &target)
@@ -685,7 +644,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, Socks5Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof),
+            matches!(&err, UpstreamError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof),
             "{err}"
         );
     }
