@@ -84,6 +84,8 @@ fn dry_run_up_prints_exactly_the_golden_up_request() {
             "2001:db8:1::/48",
             "--upstream",
             "socks5://alice:s3cret@192.0.2.10:1080",
+            "--upstream",
+            "http://bob:pa55@192.0.2.11:3128",
             "--dns-over-tcp",
         ],
     );
@@ -189,7 +191,9 @@ fn status_sends_a_status_request_and_shows_each_tunnel() {
     assert!(
         out.contains(
             "  upstream  socks5://alice:***@192.0.2.10:1080    icmp forward    dns over tcp\n            \
-             reachable, 1 reconnect(s); refused connection_refused 4, upstream_down 2\n"
+             reachable, 1 reconnect(s); refused connection_refused 4, upstream_down 2    <- new flows\n\
+             \x20 failover  http://bob:***@192.0.2.11:3128\n            \
+             reachable, 0 reconnect(s); refused udp_not_supported 3\n"
         ),
         "{out}"
     );
