@@ -1,8 +1,10 @@
 //! One tunnel's data plane: packets from the device go through the engine,
 //! and the flows the engine terminates are relayed from the helper's own
 //! sockets, each bound to the physical interface (S5, S6): directly, or
-//! through a SOCKS5 server (CONNECT for TCP, one UDP ASSOCIATE per UDP flow,
-//! or DNS over TCP through CONNECT for port 53 when asked).
+//! through a proxy chosen per flow from the upstream and its failovers: a
+//! SOCKS5 server (CONNECT for TCP, one UDP ASSOCIATE per UDP flow, or DNS
+//! over TCP through CONNECT for port 53 when asked) or an HTTP proxy
+//! (CONNECT for TCP and for DNS over TCP; other UDP is refused at once).
 //!
 //! One task owns the engine (it is a plain state machine, not shared). Relay
 //! tasks talk to it through a bounded inbox. Memory per flow is bounded in
