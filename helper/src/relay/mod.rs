@@ -181,7 +181,7 @@ impl Relay {
         for p in self.proxies.iter().filter(|p| p.server.ip() == dst.ip()) {
             p.health.flow_to_upstream();
         }
-        let live = self.proxies.iter().find(|p| !p.health.is_down());
+        let live = self.live();
         if live.is_none() {
             first.health.refused_while_down();
         }
@@ -190,10 +190,12 @@ impl Relay {
 
     /// The proxy new flows take now, if any (status's `active_upstream`).
     pub fn active(&self) -> Option<&Proxy> {
-        self.proxies
-            .iter()
-            .find(|p| !p.health.is_down())
-            .map(AsRef::as_ref)
+        self.live().map(AsRef::as_ref)
+    }
+
+    /// The first proxy not known to be down.
+    fn live(&self) -> Option<&Arc<Proxy>> {
+        self.proxies.iter().find(|p| !p.health.is_down())
     }
 
     /// Whether UDP to port 53 goes as DNS over TCP through `via`: when
@@ -302,15 +304,14 @@ impl Relay {
         result
     }
 
-    /// Probes every proxy once, in order; the first error, if any.
+    /// Probes every proxy once, side by side (a silent one must not hold
+    /// up the others for its timeout); the first error in order, if any.
     pub async fn probe_all(&self) -> Result<(), UpstreamError> {
-        let mut first = Ok(());
-        for p in self.proxies.iter() {
-            if let (Err(e), Ok(())) = (self.probe(p).await, &first) {
-                first = Err(e);
-            }
-        }
-        first
+        let probes = self.proxies.iter().map(|p| self.probe(p));
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// While a proxy is unreachable, probes it with backoff until it
