@@ -153,6 +153,14 @@ pub struct UpArgs {
     #[arg(long)]
     pub allow_ipv6_leak: bool,
 
+    /// With --full: fail closed. The firewall (nftables; pf on macOS) drops
+    /// every packet that would leave outside the tunnel, except to the
+    /// upstream, the --exclude prefixes and loopback. It stays in place if
+    /// the helper dies, until `ztunctl down` or the helper's next start
+    /// without such a tunnel.
+    #[arg(long)]
+    pub kill_switch: bool,
+
     /// Where flows go: direct (the default), socks5://[user:pass@]host:port
     /// or http://[user:pass@]host:port (HTTP CONNECT). Repeat it for
     /// failover: new flows take the first proxy that is reachable, and

@@ -149,6 +149,7 @@ pub fn request_for(command: &Command) -> Result<Request, ClientError> {
                 full: a.full,
                 exclude: a.exclude.clone(),
                 allow_ipv6_leak: a.allow_ipv6_leak,
+                kill_switch: a.kill_switch,
                 upstream: upstreams.next().unwrap_or_default(),
                 failover: upstreams.collect(),
                 dns_over_tcp: a.dns_over_tcp,

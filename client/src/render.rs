@@ -28,6 +28,12 @@ pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
         let _ = writeln!(out, "  ipv6      {v6}");
     }
     let _ = writeln!(out, "  since     {}", since(t.since, now));
+    if s.kill_switch {
+        let _ = writeln!(
+            out,
+            "  firewall  kill switch: only the tunnel, the upstream and exclusions get out"
+        );
+    }
     match (&t.physical, t.physical_gateway) {
         (Some(i), Some(g)) => {
             let _ = writeln!(out, "  physical  {i} via {g}");

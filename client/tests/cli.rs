@@ -122,6 +122,14 @@ fn conflicting_flags_are_a_usage_error_naming_the_flag() {
             vec!["up", "--full", "--mtu", "1000", "--ipv6", "2001:db8::1/64"],
             "--mtu: 1000 is below the minimum 1280 with IPv6",
         ),
+        (
+            vec!["up", "--route", "203.0.113.0/25", "--kill-switch"],
+            "--kill-switch: the kill switch needs full-tunnel mode",
+        ),
+        (
+            vec!["up", "--full", "--kill-switch", "--allow-ipv6-leak"],
+            "--kill-switch: the kill switch drops the IPv6 that allow_ipv6_leak (--allow-ipv6-leak) lets out",
+        ),
     ] {
         let (result, out) = run_to_string(&cli(&sock, &args));
         let err = result.unwrap_err();

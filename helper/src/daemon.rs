@@ -29,11 +29,12 @@ use ztun_proto::{
 };
 
 use crate::control::Handler;
+use crate::killswitch::KillSwitch;
 use crate::platform::{DeviceConfig, Platform, PlatformError};
 use crate::relay::echo::EchoForwarder;
 use crate::relay::{Binder, Proxy, ProxyKind, Relay};
 use crate::routes::{self, PhysicalGateway, RouteEntry, RouteError, RouteLedger, RouteTarget};
-use crate::state::{DesiredTunnels, Loaded};
+use crate::state::{DesiredTunnels, KillSwitchRecord, Loaded};
 use crate::tunnel::{self, FlowsQuery, SharedCounters};
 
 /// Events kept for a watcher that falls behind before it is told so.
@@ -106,6 +107,51 @@ struct State {
     ledger: RouteLedger,
     desired: DesiredTunnels,
     tunnels: BTreeMap<TunnelName, Tunnel>,
+    /// The kill switch this run put in place (`None` before the first).
+    kill_switch: Option<KillSwitch>,
+    /// Whether one may be in the kernel, and pf's token: survives restarts.
+    kill_switch_record: KillSwitchRecord,
+}
+
+impl State {
+    /// The kill switch to hold now: while any running or wanted tunnel asks
+    /// for it, everything may leave only through our tunnels, to an
+    /// upstream or to an exclusion. A wanted tunnel that could not come up
+    /// keeps it (fail closed) until `down` forgets it.
+    fn kill_switch_wanted(&self) -> Option<KillSwitch> {
+        let running = self.tunnels.values().map(|t| &t.spec);
+        let wanted: Vec<&TunnelSpec> = running.chain(self.desired.specs()).collect();
+        if !wanted.iter().any(|s| s.kill_switch) {
+            return None;
+        }
+        let mut allow: Vec<IpNet> = self
+            .tunnels
+            .values()
+            .flat_map(|t| t.upstream_ips.iter().map(|ip| IpNet::from(*ip)))
+            .collect();
+        for spec in &wanted {
+            allow.extend(&spec.exclude);
+            // An upstream given by address is known before it is resolved:
+            // a tunnel not (yet) up still lets its proxy through.
+            allow.extend(spec.upstreams().filter_map(|u| match u.proxy()?.host {
+                Host::Ip(ip) => Some(IpNet::from(ip)),
+                Host::Domain(_) => None,
+            }));
+        }
+        allow.sort_unstable();
+        allow.dedup();
+        let helper_sockets = self.tunnels.values().any(|t| {
+            t.spec.icmp == EchoPolicy::Forward
+                || t.spec
+                    .upstreams()
+                    .any(|u| matches!(u, Upstream::Direct | Upstream::Socks5(_)))
+        });
+        Some(KillSwitch {
+            tunnels: self.tunnels.values().map(|t| t.interface.clone()).collect(),
+            allow,
+            helper_sockets,
+        })
+    }
 }
 
 pub struct Daemon<P: Platform> {
@@ -157,9 +203,11 @@ impl<P: Platform> Daemon<P> {
     ) -> io::Result<Self> {
         let (mut ledger, ledger_loaded) = RouteLedger::open(state_dir)?;
         let (desired, desired_loaded) = DesiredTunnels::open(state_dir)?;
+        let (kill_switch_record, record_loaded) = KillSwitchRecord::open(state_dir)?;
         for (what, loaded) in [
-            ("route ledger", &ledger_loaded),
-            ("desired tunnels", &desired_loaded),
+            ("route ledger", ledger_loaded.map(drop)),
+            ("desired tunnels", desired_loaded.map(drop)),
+            ("kill switch record", record_loaded),
         ] {
             if let Loaded::Corrupt { moved_to, reason } = loaded {
                 tracing::warn!(
@@ -191,10 +239,15 @@ impl<P: Platform> Daemon<P> {
                 ledger,
                 desired,
                 tunnels: BTreeMap::new(),
+                kill_switch: None,
+                kill_switch_record,
             }),
             events: broadcast::channel(EVENT_BACKLOG).0,
             data_plane,
         };
+        // A kill switch the last run left stays in place while the tunnels
+        // come back (no window open between two runs); then it is made to
+        // fit what is up, or removed when nothing wants it.
         for spec in restore {
             let name = spec.name.clone();
             match daemon.up(spec).await {
@@ -208,6 +261,15 @@ impl<P: Platform> Daemon<P> {
                 }
             }
         }
+        let mut state = daemon.state.lock().await;
+        if let Err(e) = daemon.enforce_kill_switch(&mut state).await {
+            tracing::error!("{e}");
+            daemon.emit(Event::Error {
+                name: None,
+                message: e.to_string(),
+            });
+        }
+        drop(state);
         Ok(daemon)
     }
 
@@ -337,9 +399,51 @@ impl<P: Platform> Daemon<P> {
                 route: r.clone(),
             });
         }
-        state.tunnels.insert(tunnel.spec.name.clone(), tunnel);
+        let name = tunnel.spec.name.clone();
+        state.tunnels.insert(name.clone(), tunnel);
+        if let Err(e) = self.enforce_kill_switch(&mut state).await {
+            // Without its firewall the tunnel is not what was asked for.
+            let _ = self.teardown(&mut state, &name).await;
+            if let Err(e) = state.desired.forget(&name) {
+                tracing::warn!("tunnel {name} may come back after a restart: {e}");
+            }
+            if let Err(e) = self.enforce_kill_switch(&mut state).await {
+                tracing::error!("{e}");
+            }
+            return Err(error(ErrorCode::Platform, e.to_string()));
+        }
         self.emit(Event::Tunnel(Box::new(status.clone())));
         Ok(status)
+    }
+
+    /// Makes the firewall hold [`State::kill_switch_wanted`]: installs,
+    /// replaces or removes the kill switch when it differs from what this
+    /// run put in place, or when an earlier run may have left one.
+    async fn enforce_kill_switch(&self, state: &mut State) -> Result<(), PlatformError> {
+        let wanted = state.kill_switch_wanted();
+        let settled = match &wanted {
+            None => !state.kill_switch_record.installed(),
+            Some(_) => state.kill_switch == wanted,
+        };
+        if settled {
+            return Ok(());
+        }
+        let held = state.kill_switch_record.token();
+        let token = self.platform.set_kill_switch(wanted.as_ref(), held).await?;
+        if let Some(k) = &wanted {
+            tracing::info!(
+                "kill switch: only {:?}, {} allowed prefix(es) and loopback get out",
+                k.tunnels,
+                k.allow.len()
+            );
+        } else {
+            tracing::info!("kill switch removed");
+        }
+        if let Err(e) = state.kill_switch_record.record(wanted.is_some(), token) {
+            tracing::warn!("the kill switch record was not saved ({e}); the next start clears the firewall anyway");
+        }
+        state.kill_switch = wanted;
+        Ok(())
     }
 
     /// `ztunN` for the first N no tunnel of ours uses; a name someone else
@@ -427,11 +531,23 @@ impl<P: Platform> Daemon<P> {
         crate::fault::begin("down");
         let names: Vec<TunnelName> = match target {
             DownTarget::Name(n) => vec![n],
-            DownTarget::All => state.tunnels.keys().cloned().collect(),
+            // Wanted tunnels that are not up (a restore failed) included:
+            // down is how a kill switch they hold is let go.
+            DownTarget::All => {
+                let mut names: Vec<TunnelName> = state.tunnels.keys().cloned().collect();
+                names.extend(state.desired.specs().iter().map(|s| s.name.clone()));
+                names.sort_unstable();
+                names.dedup();
+                names
+            }
         };
         let mut first_error = None;
         for name in names {
-            let result = self.teardown(&mut state, &name).await;
+            let wanted = state.desired.specs().iter().any(|s| s.name == name);
+            let mut result = self.teardown(&mut state, &name).await;
+            if wanted && matches!(&result, Err(e) if e.code == ErrorCode::NotFound) {
+                result = Ok(());
+            }
             if !matches!(&result, Err(e) if e.code == ErrorCode::NotFound) {
                 if let Err(e) = state.desired.forget(&name) {
                     tracing::warn!("tunnel {name} may come back after a restart: {e}");
@@ -441,6 +557,9 @@ impl<P: Platform> Daemon<P> {
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
+        }
+        if let Err(e) = self.enforce_kill_switch(&mut state).await {
+            first_error.get_or_insert(error(ErrorCode::Platform, e.to_string()));
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -1220,6 +1339,173 @@ mod tests {
             assert_eq!(
                 t.spec.upstream.to_string(),
                 format!("socks5://u:***@127.0.0.1:{port}")
+            );
+        });
+    }
+
+    fn kill_switch_spec(name: &str) -> TunnelSpec {
+        let mut s = TunnelSpec::new(name.parse().unwrap());
+        s.full = true;
+        s.kill_switch = true;
+        s.icmp = EchoPolicy::Reply;
+        s.exclude = vec!["192.0.2.0/24".parse().unwrap()];
+        // A proxy given by address that nothing answers on.
+        s.upstream = format!("socks5://127.0.0.1:{}", closed_loopback_port())
+            .parse()
+            .unwrap();
+        s
+    }
+
+    fn kill_switch_calls(fake: &FakePlatform) -> Vec<(Option<KillSwitch>, Option<u64>)> {
+        fake.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                crate::platform::fake::Call::SetKillSwitch(k, held) => Some((k, held)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_kill_switch_lets_out_only_the_tunnel_its_upstream_and_exclusions_until_down() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = FakePlatform::new(Some(wifi("198.51.100.1", "en0")));
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            assert!(
+                kill_switch_calls(&fake).is_empty(),
+                "none wanted, none left: nothing to do"
+            );
+            d.handle(Request::Up(kill_switch_spec("all")))
+                .await
+                .unwrap();
+            assert_eq!(
+                fake.kill_switch(),
+                Some(KillSwitch {
+                    tunnels: vec!["ztun0".into()],
+                    allow: vec![
+                        "127.0.0.1/32".parse().unwrap(),
+                        "192.0.2.0/24".parse().unwrap()
+                    ],
+                    helper_sockets: true,
+                })
+            );
+            // A second tunnel without a kill switch: its interface is the
+            // tunnel too.
+            d.handle(Request::Up(spec())).await.unwrap();
+            assert_eq!(fake.kill_switch().unwrap().tunnels, ["ztun0", "ztun1"]);
+            d.handle(Request::Down(DownTarget::Name("all".parse().unwrap())))
+                .await
+                .unwrap();
+            assert_eq!(fake.kill_switch(), None, "no tunnel wants it any more");
+            assert_eq!(
+                kill_switch_calls(&fake)
+                    .iter()
+                    .map(|(_, held)| *held)
+                    .collect::<Vec<_>>(),
+                [None, Some(7), Some(7)],
+                "the reference taken first is the one handed back each time"
+            );
+            let record = std::fs::read_to_string(dir.path().join(KillSwitchRecord::FILE)).unwrap();
+            assert!(
+                record.contains("<key>installed</key>\n\t<false/>"),
+                "{record}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_kill_switch_left_by_a_killed_helper_holds_while_the_next_start_restores_its_tunnel() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = FakePlatform::new(Some(wifi("198.51.100.1", "en0")));
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            d.handle(Request::Up(kill_switch_spec("all")))
+                .await
+                .unwrap();
+            let before = fake.kill_switch();
+            // SIGKILL: no shutdown, the firewall is left as it was.
+            drop(d);
+            assert_eq!(fake.kill_switch(), before);
+            let calls = kill_switch_calls(&fake).len();
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            let (tunnels, _) = status(&d).await;
+            assert_eq!(tunnels.len(), 1, "restored");
+            // The restored tunnel got ztun0 again, so the rules were already
+            // right: never removed, not even for a moment.
+            let after = &kill_switch_calls(&fake)[calls..];
+            assert!(after.iter().all(|(k, _)| k.is_some()), "{after:?}");
+            assert_eq!(fake.kill_switch(), before);
+        });
+    }
+
+    #[test]
+    fn a_kill_switch_no_tunnel_wants_is_removed_at_the_next_start_with_its_reference() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = FakePlatform::new(Some(wifi("198.51.100.1", "en0")));
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            let mut transient = kill_switch_spec("once");
+            transient.transient = true;
+            d.handle(Request::Up(transient)).await.unwrap();
+            drop(d);
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            assert!(status(&d).await.0.is_empty());
+            assert_eq!(fake.kill_switch(), None);
+            assert_eq!(kill_switch_calls(&fake).last(), Some(&(None, Some(7))));
+        });
+    }
+
+    #[test]
+    fn a_wanted_kill_switch_tunnel_that_cannot_come_back_keeps_traffic_blocked_until_down() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = FakePlatform::new(Some(wifi("198.51.100.1", "en0")));
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            d.handle(Request::Up(kill_switch_spec("all")))
+                .await
+                .unwrap();
+            drop(d);
+            // The exclusion's route cannot be installed any more.
+            fake.fail_add("192.0.2.0/24".parse().unwrap());
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            assert!(status(&d).await.0.is_empty(), "not restored");
+            let held = fake.kill_switch().expect("still blocking");
+            assert!(held.tunnels.is_empty(), "{held:?}");
+            d.handle(Request::Down(DownTarget::Name("all".parse().unwrap())))
+                .await
+                .unwrap();
+            assert_eq!(fake.kill_switch(), None);
+            drop(d);
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            assert!(status(&d).await.0.is_empty(), "down forgot it");
+        });
+    }
+
+    #[test]
+    fn a_tunnel_whose_kill_switch_cannot_be_installed_does_not_come_up() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = FakePlatform::new(Some(wifi("198.51.100.1", "en0")));
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            fake.fail_kill_switch(true);
+            let err = d
+                .handle(Request::Up(kill_switch_spec("all")))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, ErrorCode::Platform);
+            assert_eq!(
+                err.message,
+                "cannot install the kill switch: nft is not installed (Debian: apt install nftables)"
+            );
+            assert!(status(&d).await.0.is_empty());
+            assert!(fake.table().is_empty(), "every route it installed is gone");
+            drop(d);
+            fake.fail_kill_switch(false);
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            assert!(
+                status(&d).await.0.is_empty(),
+                "not wanted after a failed up"
             );
         });
     }

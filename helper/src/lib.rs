@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod device;
 pub mod doctor;
 pub mod fault;
+pub mod killswitch;
 pub mod platform;
 pub mod relay;
 pub mod resolvers;

@@ -26,6 +26,16 @@ pub enum Loaded<T> {
     },
 }
 
+impl<T> Loaded<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Loaded<U> {
+        match self {
+            Loaded::Fresh => Loaded::Fresh,
+            Loaded::Loaded(t) => Loaded::Loaded(f(t)),
+            Loaded::Corrupt { moved_to, reason } => Loaded::Corrupt { moved_to, reason },
+        }
+    }
+}
+
 /// One plist file in the state directory.
 #[derive(Debug, Clone)]
 pub struct StateFile {
@@ -193,6 +203,86 @@ impl DesiredTunnels {
     }
 }
 
+/// What the helper left in the firewall: whether a kill switch is
+/// installed and the enable reference it holds (pf's token on macOS), so
+/// the next start knows to clear it and can give the reference back even
+/// after a SIGKILL.
+#[derive(Debug)]
+pub struct KillSwitchRecord {
+    file: StateFile,
+    installed: bool,
+    token: Option<u64>,
+}
+
+impl KillSwitchRecord {
+    pub const FILE: &'static str = "kill-switch.plist";
+
+    pub fn open(state_dir: &Path) -> io::Result<(Self, Loaded<()>)> {
+        let file = StateFile::new(state_dir, Self::FILE, 0o644);
+        let loaded = file.load(|v| {
+            let d = v.as_dictionary().ok_or("not a dictionary")?;
+            match d.get("v").and_then(Value::as_signed_integer) {
+                Some(1) => {}
+                other => return Err(format!("unknown state file version {other:?}")),
+            }
+            let installed = d
+                .get("installed")
+                .and_then(Value::as_boolean)
+                .ok_or("no installed flag")?;
+            let token = match d.get("pf_token") {
+                None => None,
+                Some(t) => Some(
+                    t.as_unsigned_integer()
+                        .ok_or("pf_token is not an integer")?,
+                ),
+            };
+            Ok((installed, token))
+        })?;
+        let (installed, token, report) = match loaded {
+            Loaded::Loaded((i, t)) => (i, t, Loaded::Loaded(())),
+            Loaded::Fresh => (false, None, Loaded::Fresh),
+            // Unknown: clear whatever may be there.
+            Loaded::Corrupt { moved_to, reason } => {
+                (true, None, Loaded::Corrupt { moved_to, reason })
+            }
+        };
+        Ok((
+            Self {
+                file,
+                installed,
+                token,
+            },
+            report,
+        ))
+    }
+
+    /// A kill switch may be in the kernel (installed by this run or left by
+    /// an earlier one).
+    pub fn installed(&self) -> bool {
+        self.installed
+    }
+
+    pub fn token(&self) -> Option<u64> {
+        self.token
+    }
+
+    pub fn record(&mut self, installed: bool, token: Option<u64>) -> io::Result<()> {
+        if (installed, token) == (self.installed, self.token) && self.file.path().exists() {
+            return Ok(());
+        }
+        let mut d = Dictionary::new();
+        d.insert("v".into(), 1_i64.into());
+        d.insert("installed".into(), installed.into());
+        if let Some(t) = token {
+            d.insert("pf_token".into(), t.into());
+        }
+        self.file.save(&Value::Dictionary(d))?;
+        self.installed = installed;
+        self.token = token;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -262,6 +352,29 @@ mod tests {
             DesiredTunnels::open(dir.path()).unwrap().0.specs(),
             [changed]
         );
+    }
+
+    #[test]
+    fn the_kill_switch_record_keeps_the_pf_token_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut record, loaded) = KillSwitchRecord::open(dir.path()).unwrap();
+        assert_eq!(loaded, Loaded::Fresh);
+        assert!(!record.installed());
+        record.record(true, Some(u64::MAX - 1)).unwrap();
+        let (again, loaded) = KillSwitchRecord::open(dir.path()).unwrap();
+        assert_eq!(loaded, Loaded::Loaded(()));
+        assert!(again.installed());
+        assert_eq!(again.token(), Some(u64::MAX - 1));
+    }
+
+    #[test]
+    fn an_unreadable_kill_switch_record_means_clear_whatever_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(KillSwitchRecord::FILE), "not a plist").unwrap();
+        let (record, loaded) = KillSwitchRecord::open(dir.path()).unwrap();
+        assert!(matches!(loaded, Loaded::Corrupt { .. }), "{loaded:?}");
+        assert!(record.installed());
+        assert_eq!(record.token(), None);
     }
 
     #[test]

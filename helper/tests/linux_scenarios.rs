@@ -131,6 +131,22 @@ impl World for Linux {
         )
         .unwrap();
     }
+
+    /// One datagram from an unmarked socket of this (root) test process:
+    /// the kill switch refuses it in the output hook with `EPERM`.
+    fn lets_out(&self, dst: std::net::IpAddr) -> bool {
+        let any: std::net::IpAddr = if dst.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let socket = std::net::UdpSocket::bind((any, 0)).unwrap();
+        match socket.send_to(b"kill switch?", (dst, 9)) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => false,
+            Err(e) => panic!("sending to {dst}: {e}"),
+        }
+    }
 }
 
 /// Runs `scenario` on a fresh thread in a new network namespace

@@ -50,6 +50,10 @@ impl World for Mac {
     fn move_default_v4(&self, router: &str) {
         self.0.move_default_v4(router);
     }
+
+    fn lets_out(&self, dst: std::net::IpAddr) -> bool {
+        self.0.lets_out(dst)
+    }
 }
 
 #[test]
@@ -127,4 +131,49 @@ fn the_kernel_refuses_a_message_whose_length_or_version_is_wrong() {
         Err(43),
         "RTM_VERSION 4: EPROTONOSUPPORT"
     );
+}
+
+/// pf's enable reference is the helper's to give back: one held while a
+/// kill switch is up, none after down. A reboot invalidates the saved
+/// token; the next start takes a fresh one rather than trust it.
+#[test]
+fn the_kill_switch_holds_one_pf_reference_and_gives_it_back_even_after_a_reboot() {
+    let mac = Mac(Xnu::new());
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = ztun_helper::killswitch::PF_ANCHOR;
+    let inside: std::net::IpAddr = "203.0.113.5".parse().unwrap();
+    let mut spec = scenarios::full_spec();
+    spec.kill_switch = true;
+    scenarios::incarnation(&mac, dir.path(), None, |d| async move {
+        scenarios::up(&d, spec).await.unwrap();
+    });
+    assert_eq!(mac.0.pf_references(), (1, true));
+    assert_eq!(mac.0.pf_rules_in(anchor), 9, "the anchor holds every rule");
+    assert!(!mac.0.lets_out(inside), "the helper is gone, pf holds");
+
+    mac.0.reboot_pf();
+    assert!(
+        mac.0.lets_out(inside),
+        "after a reboot pf starts empty and off"
+    );
+    scenarios::incarnation(&mac, dir.path(), None, |d| async move {
+        assert_eq!(scenarios::status(&d).await.0.len(), 1, "restored");
+    });
+    assert_eq!(
+        mac.0.pf_references(),
+        (1, true),
+        "a fresh reference; the stale one was refused, not counted"
+    );
+    assert!(!mac.0.lets_out(inside), "held in again");
+
+    scenarios::incarnation(&mac, dir.path(), None, |d| async move {
+        scenarios::down_all(&d).await;
+    });
+    assert_eq!(
+        mac.0.pf_references(),
+        (0, false),
+        "given back: pf is off again"
+    );
+    assert_eq!(mac.0.pf_rules_in(anchor), 0);
+    assert!(mac.0.lets_out(inside));
 }

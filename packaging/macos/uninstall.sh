@@ -46,6 +46,16 @@ if launchctl print "system/$LABEL" >/dev/null 2>&1; then
   echo "stopped $LABEL"
 fi
 
+# down removes a kill switch; if it could not run, the pf anchor would
+# outlive ztun and keep traffic blocked. Give back pf's enable reference too.
+if [ -n "$(pfctl -a com.apple/ztun -s rules 2>/dev/null)" ]; then
+  pfctl -a com.apple/ztun -F rules 2>/dev/null && echo "removed the kill switch (pf anchor com.apple/ztun)"
+  token=$(plutil -extract pf_token raw "$STATE_DIR/kill-switch.plist" 2>/dev/null || true)
+  if [ -n "$token" ]; then
+    pfctl -X "$token" 2>/dev/null || true
+  fi
+fi
+
 # Routes still in the ledger now were not removed by anyone: show them
 # before the ledger goes, so they can be deleted by hand.
 ledger="$STATE_DIR/routes.plist"

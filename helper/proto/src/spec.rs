@@ -200,6 +200,11 @@ pub struct TunnelSpec {
     /// Full mode without `ipv6`: let IPv6 bypass the tunnel instead of
     /// refusing it (the IPv6 leak guard is on by default).
     pub allow_ipv6_leak: bool,
+    /// Full mode only: while the tunnel is wanted, the firewall drops every
+    /// packet that would leave outside it (except to the upstream, the
+    /// exclusions and loopback), also after the helper dies, until
+    /// `down` or the helper's next start without it.
+    pub kill_switch: bool,
     pub upstream: Upstream,
     /// Proxies that take new flows, in order, while `upstream` (and those
     /// before them) cannot be reached; new flows go back as each recovers.
@@ -225,6 +230,7 @@ impl TunnelSpec {
             full: false,
             exclude: Vec::new(),
             allow_ipv6_leak: false,
+            kill_switch: false,
             upstream: Upstream::Direct,
             failover: Vec::new(),
             dns_over_tcp: false,
@@ -278,6 +284,18 @@ impl TunnelSpec {
             return Err(f.invalid(
                 "allow_ipv6_leak",
                 "the IPv6 leak guard exists only in full-tunnel mode (full = 1, ztunctl up --full)",
+            ));
+        }
+        if self.kill_switch && !self.full {
+            return Err(f.invalid(
+                "kill_switch",
+                "the kill switch needs full-tunnel mode (full = 1, ztunctl up --full)",
+            ));
+        }
+        if self.kill_switch && self.allow_ipv6_leak {
+            return Err(f.invalid(
+                "kill_switch",
+                "the kill switch drops the IPv6 that allow_ipv6_leak (--allow-ipv6-leak) lets out; give one of them",
             ));
         }
         if self.dns_over_tcp && self.upstream.proxy().is_none() {
@@ -379,6 +397,7 @@ impl TunnelSpec {
         spec.full = f.opt_flag("full")?.unwrap_or(false);
         spec.exclude = f.str_list("exclude", parse_route)?;
         spec.allow_ipv6_leak = f.opt_flag("allow_ipv6_leak")?.unwrap_or(false);
+        spec.kill_switch = f.opt_flag("kill_switch")?.unwrap_or(false);
         if let Some(u) = f.opt_parsed("upstream", str::parse)? {
             spec.upstream = u;
         }
@@ -417,6 +436,7 @@ impl TunnelSpec {
             .flag("full", self.full)
             .strings("exclude", &self.exclude)
             .flag("allow_ipv6_leak", self.allow_ipv6_leak)
+            .flag("kill_switch", self.kill_switch)
             .set("upstream", url(&self.upstream))
             .set("failover", failover)
             .flag("dns_over_tcp", self.dns_over_tcp)

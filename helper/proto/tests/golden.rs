@@ -61,6 +61,7 @@ fn full_spec() -> TunnelSpec {
     let mut spec = TunnelSpec::new("all".parse().unwrap());
     spec.full = true;
     spec.exclude = vec!["192.0.2.0/24".parse().unwrap()];
+    spec.kill_switch = true;
     spec.icmp = EchoPolicy::Reply;
     spec.mtu = 1500;
     spec.transient = true;

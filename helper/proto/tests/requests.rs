@@ -317,6 +317,23 @@ fn up_errors_name_the_tunnel_field() {
             "host bits",
         ),
         (
+            up_with(&[("kill_switch", i(1))], &[]),
+            "tunnel.kill_switch",
+            "needs full-tunnel mode",
+        ),
+        (
+            up_with(
+                &[
+                    ("full", i(1)),
+                    ("kill_switch", i(1)),
+                    ("allow_ipv6_leak", i(1)),
+                ],
+                &[],
+            ),
+            "tunnel.kill_switch",
+            "give one of them",
+        ),
+        (
             up_with(&[("upstream", s("https://192.0.2.1:3128"))], &[]),
             "tunnel.upstream",
             "not supported",

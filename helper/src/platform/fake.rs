@@ -10,6 +10,7 @@ use ipnet::IpNet;
 
 use super::{DeviceConfig, KernelRoute, Platform, PlatformError};
 use crate::device::NullDevice;
+use crate::killswitch::KillSwitch;
 use crate::routes::{PhysicalGateway, RouteEntry};
 
 /// One recorded call.
@@ -22,6 +23,8 @@ pub enum Call {
     RouteTo(IpAddr),
     PhysicalGateway,
     BindToInterface(String),
+    /// The rules asked for (`None`: removed) and the reference held before.
+    SetKillSwitch(Option<KillSwitch>, Option<u64>),
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +40,10 @@ struct State {
     addresses: Vec<(String, ztun_proto::InterfaceAddress)>,
     changes: Option<tokio::sync::mpsc::Sender<()>>,
     resolvers: Vec<std::net::IpAddr>,
+    /// The kill switch the fake firewall holds: it outlives a daemon, as the
+    /// kernel's does.
+    kill_switch: Option<KillSwitch>,
+    fail_kill_switch: bool,
 }
 
 /// Cloning shares the state, so a test can keep a handle while the daemon
@@ -104,6 +111,16 @@ impl FakePlatform {
         if let Some(tx) = &self.state().changes {
             let _ = tx.try_send(());
         }
+    }
+
+    /// The kill switch in the fake firewall now.
+    pub fn kill_switch(&self) -> Option<KillSwitch> {
+        self.state().kill_switch.clone()
+    }
+
+    /// Makes every kill-switch change fail (nft missing, pfctl refusing).
+    pub fn fail_kill_switch(&self, fail: bool) {
+        self.state().fail_kill_switch = fail;
     }
 
     /// A route someone else installed.
@@ -237,6 +254,25 @@ impl Platform for FakePlatform {
             .calls
             .push(Call::BindToInterface(interface.to_owned()));
         Ok(())
+    }
+
+    /// Holds a reference as pf does: taken with the first rules, kept while
+    /// rules change, given back when they go.
+    async fn set_kill_switch(
+        &self,
+        rules: Option<&KillSwitch>,
+        held: Option<u64>,
+    ) -> Result<Option<u64>, PlatformError> {
+        let mut s = self.state();
+        s.calls.push(Call::SetKillSwitch(rules.cloned(), held));
+        if s.fail_kill_switch {
+            return Err(PlatformError::KillSwitch {
+                action: if rules.is_some() { "install" } else { "remove" },
+                reason: "nft is not installed (Debian: apt install nftables)".into(),
+            });
+        }
+        s.kill_switch = rules.cloned();
+        Ok(rules.map(|_| held.unwrap_or(7)))
     }
 
     fn resolvers(&self) -> Vec<std::net::IpAddr> {

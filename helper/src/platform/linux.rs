@@ -18,6 +18,7 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use ztun_proto::InterfaceAddress;
 
 use super::{DeviceConfig, KernelRoute, Platform, PlatformError};
+use crate::killswitch::KillSwitch;
 use crate::routes::{PhysicalGateway, RouteEntry, RouteTarget};
 
 /// errno values netlink reports (asm-generic/errno-base.h, asm-generic/errno.h).
@@ -408,7 +409,31 @@ impl Platform for LinuxPlatform {
         Ok(rx)
     }
 
+    /// Binds to the device and marks the socket as the helper's own, which
+    /// the kill switch lets out beside the tunnel.
     fn bind_to_interface(&self, socket: &socket2::Socket, interface: &str) -> io::Result<()> {
-        socket.bind_device(Some(interface.as_bytes()))
+        socket.bind_device(Some(interface.as_bytes()))?;
+        socket.set_mark(crate::killswitch::MARK)
+    }
+
+    /// One `nft -f -` transaction: the table is replaced or removed whole,
+    /// never left half-written.
+    async fn set_kill_switch(
+        &self,
+        rules: Option<&KillSwitch>,
+        _held: Option<u64>,
+    ) -> Result<Option<u64>, PlatformError> {
+        let script = crate::killswitch::nft_script(rules);
+        super::run_tool("nft", &["-f", "-"], &script)
+            .await
+            .map_err(|e| PlatformError::KillSwitch {
+                action: if rules.is_some() { "install" } else { "remove" },
+                reason: if e.kind() == io::ErrorKind::NotFound {
+                    "nft is not installed (Debian: apt install nftables)".to_owned()
+                } else {
+                    e.to_string()
+                },
+            })?;
+        Ok(None)
     }
 }

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use crate::killswitch::KillSwitch;
 use crate::routes::{PhysicalGateway, RouteEntry};
 
 pub mod fake;
@@ -58,6 +59,11 @@ pub enum PlatformError {
     RouteRead(#[source] io::Error),
     #[error("there is no interface named {0}")]
     NoSuchInterface(String),
+    #[error("cannot {action} the kill switch: {reason}")]
+    KillSwitch {
+        action: &'static str,
+        reason: String,
+    },
 }
 
 /// The operating system, as the daemon needs it.
@@ -122,6 +128,16 @@ pub trait Platform: Send + Sync + 'static {
     /// back into the tunnel (S6).
     fn bind_to_interface(&self, socket: &socket2::Socket, interface: &str) -> io::Result<()>;
 
+    /// Puts the kill switch `rules` in place, replacing the one before in
+    /// one step, or removes it (`None`). `held` is the enable reference the
+    /// previous call returned (macOS: pf's token), which the daemon keeps in
+    /// its state across restarts; the result is the one to keep now.
+    fn set_kill_switch(
+        &self,
+        rules: Option<&KillSwitch>,
+        held: Option<u64>,
+    ) -> impl Future<Output = Result<Option<u64>, PlatformError>> + Send;
+
     /// The system's DNS resolvers now.
     fn resolvers(&self) -> Vec<std::net::IpAddr> {
         crate::resolvers::system()
@@ -172,4 +188,37 @@ pub(crate) fn open_device(
     let device = builder.build_async().map_err(PlatformError::Device)?;
     let name = device.name().map_err(PlatformError::Device)?;
     Ok((device, name))
+}
+
+/// Runs a system tool (`nft`, `pfctl`) with `input` on its stdin and
+/// returns what it wrote to stderr, where both report; a failure is an
+/// error carrying that text. A missing tool is `NotFound`.
+pub(crate) async fn run_tool(program: &str, args: &[&str], input: &str) -> io::Result<String> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).await?;
+        // Dropping it closes the pipe: the tool sees the end of its input.
+    }
+    let out = child.wait_with_output().await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        Err(io::Error::other(format!(
+            "{program} failed ({}): {first}",
+            out.status
+        )))
+    }
 }

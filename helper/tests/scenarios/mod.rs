@@ -52,6 +52,9 @@ pub(crate) trait World: 'static {
     fn other_adds_via_router(&self, dst: IpNet);
     /// The physical network's IPv4 default moves to `router`.
     fn move_default_v4(&self, router: &str);
+    /// Whether a UDP datagram an ordinary program sends to `dst` gets past
+    /// the firewall (wherever the routing table sends it).
+    fn lets_out(&self, dst: IpAddr) -> bool;
 }
 
 pub(crate) const ROUTER_V4: &str = "198.51.100.1";
@@ -91,6 +94,10 @@ pub(crate) fn all<W: World>() -> Vec<Scenario<W>> {
         (
             "a_loopback_socks_server_in_full_mode_is_not_pinned",
             loopback_upstream_not_pinned,
+        ),
+        (
+            "a_kill_switch_holds_everything_in_across_a_crash_until_down",
+            kill_switch_across_a_crash,
         ),
         (
             "a_crash_after_any_step_of_up_loses_and_leaves_nothing",
@@ -230,7 +237,7 @@ fn target_spec() -> TunnelSpec {
 }
 
 /// Full mode with one exclusion per family.
-fn full_spec() -> TunnelSpec {
+pub(crate) fn full_spec() -> TunnelSpec {
     let mut s = TunnelSpec::new(name());
     s.full = true;
     s.exclude = vec![
@@ -261,7 +268,7 @@ pub(crate) async fn status<P: Platform>(d: &Daemon<P>) -> (Vec<TunnelStatus>, us
     }
 }
 
-async fn down_all<P: Platform>(d: &Daemon<P>) {
+pub(crate) async fn down_all<P: Platform>(d: &Daemon<P>) {
     d.handle(Request::Down(DownTarget::All)).await.unwrap();
 }
 
@@ -337,6 +344,49 @@ fn up_installs_and_reads_back<W: World>(w: &W) {
         }
         down_all(&d).await;
     });
+}
+
+/// Full mode with the kill switch. The helper dies and its tunnel with it:
+/// the routing table would now send everything out through the physical
+/// link, and the firewall keeps all of it in but the exclusions. The next
+/// start brings the tunnel back under the same firewall; down lets go.
+fn kill_switch_across_a_crash<W: World>(w: &W) {
+    let dir = tempfile::tempdir().unwrap();
+    let inside: IpAddr = "203.0.113.5".parse().unwrap();
+    // Off every link (the model's en0 holds 2001:db8:5::/64).
+    let inside6: IpAddr = "2001:db8:7::5".parse().unwrap();
+    let excluded: IpAddr = "203.0.113.200".parse().unwrap();
+    let excluded6: IpAddr = "2001:db8:2::200".parse().unwrap();
+    assert!(w.lets_out(inside), "no firewall before the tunnel");
+    let mut spec = full_spec();
+    spec.kill_switch = true;
+    incarnation(w, dir.path(), None, |d| async move {
+        up(&d, spec).await.unwrap();
+        for dst in [inside, inside6, excluded, excluded6] {
+            assert!(
+                w.lets_out(dst),
+                "{dst}: the tunnel or an exclusion: {:?}",
+                w.table()
+            );
+        }
+        // No down: the process dies here.
+    });
+    assert!(
+        w.table().iter().all(|r| !r.starts_with("0.0.0.0/1")),
+        "the tunnel's routes died with it: {:?}",
+        w.table()
+    );
+    assert!(!w.lets_out(inside), "held in after the helper died");
+    assert!(!w.lets_out(inside6), "IPv6 too");
+    assert!(w.lets_out(excluded), "the exclusion still gets out");
+    assert!(w.lets_out(excluded6), "and its IPv6 one");
+    incarnation(w, dir.path(), None, |d| async move {
+        assert_eq!(status(&d).await.0.len(), 1, "restored");
+        assert!(w.lets_out(inside), "through the restored tunnel");
+        down_all(&d).await;
+        assert!(w.lets_out(inside), "down let go: straight out");
+    });
+    assert!(w.lets_out(inside6));
 }
 
 fn down_leaves_nothing<W: World>(w: &W) {

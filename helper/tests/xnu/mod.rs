@@ -37,6 +37,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use ipnet::IpNet;
+pub(crate) mod pf;
+
 use ztun_helper::device::{Batch, NullDevice, PacketDevice};
 use ztun_helper::platform::macos::sys::{Darwin, RouteSocket};
 use ztun_helper::platform::DeviceConfig;
@@ -413,6 +415,7 @@ struct Kernel {
     log: Vec<Vec<u8>>,
     /// `IP_BOUND_IF` / `IPV6_BOUND_IF` set on relay sockets: (level, index).
     bound: Vec<(i32, u32)>,
+    pf: pf::Pf,
 }
 
 impl Kernel {
@@ -926,6 +929,42 @@ impl Xnu {
     }
 
     /// Interface indices that relay sockets were bound to, by level.
+    /// Whether a UDP datagram an unprivileged program (uid 501) sends to
+    /// `dst` leaves: routed by the table (`rn_match`), then judged by pf.
+    pub(crate) fn lets_out(&self, dst: IpAddr) -> bool {
+        let k = self.kernel();
+        let Some(out_on) = k
+            .best_match(dst)
+            .and_then(|r| k.interface(k.routes[r].ifp))
+            .map(|i| i.name.clone())
+        else {
+            return false;
+        };
+        k.pf.lets_out(&pf::Packet {
+            out_on: &out_on,
+            dst,
+            proto: pf::Proto::Udp,
+            src_port: 50000,
+            dst_port: 9,
+            uid: 501,
+        })
+    }
+
+    /// pf's enable references, and whether it runs.
+    pub(crate) fn pf_references(&self) -> (usize, bool) {
+        let k = self.kernel();
+        (k.pf.references(), k.pf.running())
+    }
+
+    pub(crate) fn pf_rules_in(&self, anchor: &str) -> usize {
+        self.kernel().pf.rules_in(anchor)
+    }
+
+    /// The machine restarts: pf forgets its rules and references.
+    pub(crate) fn reboot_pf(&self) {
+        self.kernel().pf.reboot();
+    }
+
     pub(crate) fn bound_sockets(&self) -> Vec<(i32, u32)> {
         self.kernel().bound.clone()
     }
@@ -1061,6 +1100,10 @@ impl RouteSocket for XnuRouteSocket {
 impl Darwin for Xnu {
     type Utun = XnuUtun;
     type RouteSocket = XnuRouteSocket;
+
+    async fn pfctl(&self, args: &[&str], input: &str) -> io::Result<String> {
+        self.kernel().pf.pfctl(args, input)
+    }
 
     fn pid(&self) -> i32 {
         HELPER_PID

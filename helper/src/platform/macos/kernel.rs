@@ -46,6 +46,10 @@ impl RouteSocket for LibcRouteSocket {
 }
 
 impl Darwin for Libc {
+    async fn pfctl(&self, args: &[&str], input: &str) -> io::Result<String> {
+        crate::platform::run_tool("/sbin/pfctl", args, input).await
+    }
+
     type Utun = tun_rs::AsyncDevice;
     type RouteSocket = LibcRouteSocket;
 

@@ -23,6 +23,7 @@ use super::sys::{
     Darwin, RouteSocket, IPPROTO_IP, IPPROTO_IPV6, IPV6_BOUND_IF, IP_BOUND_IF,
     UTUN_OPT_MAX_PENDING_PACKETS,
 };
+use crate::killswitch::{KillSwitch, PF_ANCHOR};
 use crate::platform::{DeviceConfig, KernelRoute, Platform, PlatformError};
 use crate::routes::{PhysicalGateway, RouteEntry, RouteTarget};
 
@@ -300,5 +301,55 @@ impl<K: Darwin> Platform for MacosPlatform<K> {
         };
         self.kernel
             .setsockopt(socket, level, name, &index.to_ne_bytes())
+    }
+
+    /// Loads the rules into the anchor (`pfctl -f` replaces an anchor's
+    /// rules in one transaction), then takes a fresh enable reference and
+    /// gives back the one held before. pf at boot, or after a reboot, may be
+    /// disabled with the old token gone: a new reference every time keeps
+    /// pf enabled without trusting an old one, and the count of references
+    /// this helper holds at one.
+    async fn set_kill_switch(
+        &self,
+        rules: Option<&KillSwitch>,
+        held: Option<u64>,
+    ) -> Result<Option<u64>, PlatformError> {
+        let fail = |action: &'static str| {
+            move |e: io::Error| PlatformError::KillSwitch {
+                action,
+                reason: e.to_string(),
+            }
+        };
+        let token = if let Some(rules) = rules {
+            let text = crate::killswitch::pf_rules(rules);
+            self.kernel
+                .pfctl(&["-a", PF_ANCHOR, "-f", "-"], &text)
+                .await
+                .map_err(fail("install"))?;
+            let printed = self
+                .kernel
+                .pfctl(&["-E"], "")
+                .await
+                .map_err(fail("enable"))?;
+            let token =
+                crate::killswitch::pf_token(&printed).ok_or_else(|| PlatformError::KillSwitch {
+                    action: "enable",
+                    reason: format!("pfctl -E printed no token: {}", printed.trim()),
+                })?;
+            Some(token)
+        } else {
+            self.kernel
+                .pfctl(&["-a", PF_ANCHOR, "-F", "rules"], "")
+                .await
+                .map_err(fail("remove"))?;
+            None
+        };
+        if let Some(old) = held.filter(|old| Some(*old) != token) {
+            // A token a reboot invalidated is refused; nothing is held then.
+            if let Err(e) = self.kernel.pfctl(&["-X", &old.to_string()], "").await {
+                tracing::info!("pf enable reference {old} was already gone: {e}");
+            }
+        }
+        Ok(token)
     }
 }

@@ -79,4 +79,10 @@ pub trait Darwin: Send + Sync + 'static {
         name: i32,
         value: &[u8],
     ) -> io::Result<()>;
+
+    /// Runs `/sbin/pfctl` with `args` and `input` on its stdin; returns
+    /// what it printed (stdout, then stderr). pf has no other interface the
+    /// helper uses: rules are text in pf.conf(5) grammar, loaded into an
+    /// anchor, and enabling is `pfctl -E` / `pfctl -X <token>`.
+    fn pfctl(&self, args: &[&str], input: &str) -> impl Future<Output = io::Result<String>> + Send;
 }
