@@ -17,7 +17,7 @@ if [ "$(id -u)" = 0 ]; then
   missing=()
   for tool in ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl setpriv:util-linux python3:python3 \
     microsocks:microsocks danted:dante-server dnsmasq:dnsmasq-base tcpdump:tcpdump dig:bind9-dnsutils \
-    openssl:openssl systemd-analyze:systemd tinyproxy:tinyproxy; do
+    openssl:openssl systemd-analyze:systemd tinyproxy:tinyproxy nft:nftables; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
   done
   scripts/apt-install.sh "${missing[@]}"
