@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use ztun_proto::{EchoPolicy, TunnelName, Upstream, DEFAULT_MTU};
+use ztun_proto::{DnsMode, EchoPolicy, TunnelName, Upstream, DEFAULT_MTU};
 
 use crate::Endpoint;
 
@@ -174,6 +174,28 @@ pub struct UpArgs {
     /// through CONNECT, for SOCKS servers without UDP ASSOCIATE.
     #[arg(long)]
     pub dns_over_tcp: bool,
+
+    /// Who answers DNS queries that enter the tunnel: `system` (they are
+    /// relayed like any UDP) or `fake`: the helper answers each A query with
+    /// an address from --fake-pool, and a flow to that address reaches the
+    /// proxy by name (SOCKS5 domain, HTTP CONNECT host), so names resolve
+    /// at the proxy, never here. Needs a proxy --upstream. With --full every
+    /// query is answered; without it, give --route-domain.
+    #[arg(long, default_value = "system", value_name = "MODE", value_parser = parse_from_str::<DnsMode>)]
+    pub dns: DnsMode,
+
+    /// With --dns fake: where fake addresses come from (routed into the
+    /// tunnel); at least a /28. The tunnel's own address and peer are never
+    /// handed out.
+    #[arg(long, default_value = "198.18.0.0/15", value_name = "CIDR", value_parser = ztun_proto::parse_fake_pool)]
+    pub fake_pool: Ipv4Net,
+
+    /// With --dns fake: answer only names in this domain and its
+    /// subdomains (repeatable). Without --full the system is told to send
+    /// these domains' queries to the tunnel (on macOS /etc/resolver/DOMAIN,
+    /// on Linux systemd-resolved), and only they enter it.
+    #[arg(long = "route-domain", value_name = "DOMAIN", value_parser = ztun_proto::parse_route_domain)]
+    pub route_domains: Vec<String>,
 
     /// ICMP echo (ping): forward a real echo and report the true round trip,
     /// reply at once from the helper, or drop.

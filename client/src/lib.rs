@@ -154,6 +154,9 @@ pub fn request_for(command: &Command) -> Result<Request, ClientError> {
                 failover: upstreams.collect(),
                 dns_over_tcp: a.dns_over_tcp,
                 icmp: a.icmp,
+                dns: a.dns,
+                fake_pool: a.fake_pool,
+                route_domains: a.route_domains.clone(),
                 transient: a.transient,
             };
             spec.validate()
@@ -196,6 +199,7 @@ fn flag_error(e: &DecodeError) -> String {
     let flag = match field {
         "routes" => "route",
         "failover" => "upstream",
+        "route_domains" => "route_domain",
         other => other,
     };
     let reason = e.to_string();

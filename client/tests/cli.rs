@@ -87,6 +87,10 @@ fn dry_run_up_prints_exactly_the_golden_up_request() {
             "--upstream",
             "http://bob:pa55@192.0.2.11:3128",
             "--dns-over-tcp",
+            "--dns",
+            "fake",
+            "--route-domain",
+            "example.com",
         ],
     );
     let (result, out) = run_to_string(&c);

@@ -31,6 +31,85 @@ pub const MIN_MTU_V6: u16 = 1280;
 pub const MAX_NAME_LEN: usize = 32;
 /// Failover proxies a tunnel may list after its upstream.
 pub const MAX_FAILOVER: usize = 7;
+/// The fake-IP pool by default: the benchmarking range (RFC 2544), which no
+/// real destination uses. The tunnel's own address and peer are in it and
+/// are never handed out.
+pub const DEFAULT_FAKE_POOL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(198, 18, 0, 0), 15) {
+    Ok(net) => net,
+    Err(_) => panic!("constant prefix length is valid"),
+};
+/// The smallest fake-IP pool: a /28, 16 addresses.
+pub(crate) const MAX_FAKE_POOL_PREFIX: u8 = 28;
+/// Route domains a tunnel may list.
+pub const MAX_ROUTE_DOMAINS: usize = 64;
+
+/// Who answers the DNS queries that enter the tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DnsMode {
+    /// They are relayed like any UDP: the system's resolver answers.
+    #[default]
+    System,
+    /// The helper answers A queries with addresses from the fake pool and
+    /// hands the proxy the name when a flow to one opens (SOCKS5 ATYP
+    /// domain, HTTP CONNECT host), so names resolve at the proxy.
+    Fake,
+}
+
+impl DnsMode {
+    pub const ALL: [DnsMode; 2] = [DnsMode::System, DnsMode::Fake];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsMode::System => "system",
+            DnsMode::Fake => "fake",
+        }
+    }
+}
+
+impl FromStr for DnsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "\"{}\" is not a DNS mode; use system or fake",
+                    s.escape_debug()
+                )
+            })
+    }
+}
+
+impl fmt::Display for DnsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses a route domain: a DNS name (stored in lower case, without a
+/// trailing dot) whose names and subdomains' names the fake DNS answers.
+pub fn parse_route_domain(s: &str) -> Result<String, String> {
+    crate::upstream::dns_name(s)
+        .ok_or_else(|| format!("\"{}\" is not a domain like example.com", s.escape_debug()))
+}
+
+/// Parses a fake-IP pool: an IPv4 prefix of at least 16 addresses.
+pub fn parse_fake_pool(s: &str) -> Result<Ipv4Net, String> {
+    let IpNet::V4(net) = parse_route(s)? else {
+        return Err(format!(
+            "{s}: the fake-IP pool is IPv4 (AAAA queries get no answer)"
+        ));
+    };
+    if net.prefix_len() > MAX_FAKE_POOL_PREFIX {
+        return Err(format!(
+            "{net} holds {} addresses; a pool needs at least 16 (a /{MAX_FAKE_POOL_PREFIX})",
+            1_u32 << (32 - net.prefix_len())
+        ));
+    }
+    Ok(net)
+}
 
 /// A tunnel's user-chosen name: 1–32 of `A-Z a-z 0-9 - _`, starting with a
 /// letter or digit. It is a key in the state files and a CLI argument, so
@@ -213,6 +292,15 @@ pub struct TunnelSpec {
     /// SOCKS5 servers without UDP ASSOCIATE (HTTP proxies always do).
     pub dns_over_tcp: bool,
     pub icmp: EchoPolicy,
+    pub dns: DnsMode,
+    /// With `dns = fake`: where fake addresses come from (routed into the
+    /// tunnel).
+    pub fake_pool: Ipv4Net,
+    /// With `dns = fake`: only names in these domains (and their
+    /// subdomains) get fake addresses; empty means every name. Without
+    /// `full`, the system is told to send these domains' queries to the
+    /// tunnel's peer address, where the helper answers.
+    pub route_domains: Vec<String>,
     /// Not restored after a helper restart.
     pub transient: bool,
 }
@@ -235,6 +323,9 @@ impl TunnelSpec {
             failover: Vec::new(),
             dns_over_tcp: false,
             icmp: EchoPolicy::default(),
+            dns: DnsMode::System,
+            fake_pool: DEFAULT_FAKE_POOL,
+            route_domains: Vec::new(),
             transient: false,
         }
     }
@@ -305,13 +396,77 @@ impl TunnelSpec {
             ));
         }
         self.check_failover(f)?;
-        if !self.full && self.routes.is_empty() {
+        self.check_dns(f)?;
+        if !self.full && self.routes.is_empty() && self.dns != DnsMode::Fake {
             return Err(f.invalid(
                 "routes",
                 "give at least one route, or full = 1 (ztunctl up --full) for all traffic",
             ));
         }
         Ok(())
+    }
+
+    /// Fake DNS hands names to a proxy, so it needs one; its pool and route
+    /// domains mean nothing without it.
+    fn check_dns(&self, f: &Fields<'_>) -> Result<(), DecodeError> {
+        if self.dns == DnsMode::System {
+            if self.fake_pool != DEFAULT_FAKE_POOL {
+                return Err(f.invalid(
+                    "fake_pool",
+                    "a fake-IP pool applies only with dns = fake (ztunctl up --dns fake)",
+                ));
+            }
+            if !self.route_domains.is_empty() {
+                return Err(f.invalid(
+                    "route_domains",
+                    "route domains apply only with dns = fake (ztunctl up --dns fake)",
+                ));
+            }
+            return Ok(());
+        }
+        if self.upstream.proxy().is_none() {
+            return Err(f.invalid(
+                "dns",
+                "fake DNS hands names to a proxy, which resolves them: give upstream = socks5://… or http://…",
+            ));
+        }
+        if self.route_domains.len() > MAX_ROUTE_DOMAINS {
+            return Err(f.invalid(
+                "route_domains",
+                format!(
+                    "at most {MAX_ROUTE_DOMAINS} route domains, got {}",
+                    self.route_domains.len()
+                ),
+            ));
+        }
+        if let Some(i) = (1..self.route_domains.len())
+            .find(|&i| self.route_domains[..i].contains(&self.route_domains[i]))
+        {
+            return Err(DecodeError::Invalid {
+                key: format!("{}[{i}]", f.key("route_domains")),
+                reason: format!("{} is already listed", self.route_domains[i]),
+            });
+        }
+        if !self.full && self.route_domains.is_empty() {
+            return Err(f.invalid(
+                "route_domains",
+                "without full = 1, fake DNS needs the domains to answer for (ztunctl up --route-domain example.com)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the fake DNS answers for `name` (lower case, no trailing
+    /// dot): every name without route domains, else a route domain or a
+    /// name under one.
+    pub fn routes_name(&self, name: &str) -> bool {
+        self.route_domains.is_empty()
+            || self.route_domains.iter().any(|d| {
+                name == d
+                    || name
+                        .strip_suffix(d.as_str())
+                        .is_some_and(|head| head.ends_with('.'))
+            })
     }
 
     /// A failover list needs a proxy to fail over from, holds only proxies
@@ -406,6 +561,13 @@ impl TunnelSpec {
         if let Some(p) = f.opt_parsed("icmp", str::parse)? {
             spec.icmp = p;
         }
+        if let Some(m) = f.opt_parsed("dns", str::parse)? {
+            spec.dns = m;
+        }
+        if let Some(p) = f.opt_parsed("fake_pool", parse_fake_pool)? {
+            spec.fake_pool = p;
+        }
+        spec.route_domains = f.str_list("route_domains", parse_route_domain)?;
         spec.transient = f.opt_flag("transient")?.unwrap_or(false);
         spec.check(&f)?;
         Ok(spec)
@@ -441,6 +603,9 @@ impl TunnelSpec {
             .set("failover", failover)
             .flag("dns_over_tcp", self.dns_over_tcp)
             .set("icmp", self.icmp.as_str())
+            .set("dns", self.dns.as_str())
+            .set("fake_pool", self.fake_pool.to_string())
+            .strings("route_domains", &self.route_domains)
             .flag("transient", self.transient)
     }
 

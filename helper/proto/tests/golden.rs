@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use ztun_proto::plist::Value;
 use ztun_proto::{
-    Counters, DoctorCheck, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Flow,
+    Counters, DnsMode, DoctorCheck, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Flow,
     FlowProtocol, InstalledRoute, InterfaceAddress, NetworkCause, Op, Reply, Request,
     ResolverRoute, Response, RouteChange, TunnelSpec, TunnelState, TunnelStatus, UpstreamHealth,
 };
@@ -54,6 +54,8 @@ fn target_only_spec() -> TunnelSpec {
     spec.upstream = "socks5://alice:s3cret@192.0.2.10:1080".parse().unwrap();
     spec.failover = vec!["http://bob:pa55@192.0.2.11:3128".parse().unwrap()];
     spec.dns_over_tcp = true;
+    spec.dns = DnsMode::Fake;
+    spec.route_domains = vec!["example.com".into()];
     spec
 }
 

@@ -317,6 +317,76 @@ fn up_errors_name_the_tunnel_field() {
             "host bits",
         ),
         (
+            up_with(&[("dns", s("fake"))], &[]),
+            "tunnel.dns",
+            "fake DNS hands names to a proxy",
+        ),
+        (
+            up_with(
+                &[
+                    ("dns", s("fake")),
+                    ("upstream", s("socks5://192.0.2.10:1080")),
+                    ("fake_pool", s("198.18.0.0/29")),
+                ],
+                &[],
+            ),
+            "tunnel.fake_pool",
+            "198.18.0.0/29 holds 8 addresses; a pool needs at least 16 (a /28)",
+        ),
+        (
+            up_with(&[("fake_pool", s("2001:db8::/64"))], &[]),
+            "tunnel.fake_pool",
+            "the fake-IP pool is IPv4",
+        ),
+        (
+            up_with(&[("fake_pool", s("198.51.100.0/24"))], &[]),
+            "tunnel.fake_pool",
+            "applies only with dns = fake",
+        ),
+        (
+            up_with(
+                &[
+                    ("dns", s("fake")),
+                    ("upstream", s("socks5://192.0.2.10:1080")),
+                    (
+                        "route_domains",
+                        strings(&["example.com", "under_score.example"]),
+                    ),
+                ],
+                &[],
+            ),
+            "tunnel.route_domains[1]",
+            "\"under_score.example\" is not a domain like example.com",
+        ),
+        (
+            up_with(
+                &[
+                    ("dns", s("fake")),
+                    ("upstream", s("socks5://192.0.2.10:1080")),
+                    ("route_domains", strings(&["example.com", "Example.COM."])),
+                ],
+                &[],
+            ),
+            "tunnel.route_domains[1]",
+            "example.com is already listed",
+        ),
+        (
+            up_with(
+                &[
+                    ("dns", s("fake")),
+                    ("upstream", s("socks5://192.0.2.10:1080")),
+                ],
+                &["routes"],
+            ),
+            "tunnel.route_domains",
+            "without full = 1, fake DNS needs the domains",
+        ),
+        (
+            up_with(&[("dns", s("upstream"))], &[]),
+            "tunnel.dns",
+            "is not a DNS mode; use system or fake",
+        ),
+        (
             up_with(&[("kill_switch", i(1))], &[]),
             "tunnel.kill_switch",
             "needs full-tunnel mode",
@@ -612,4 +682,24 @@ fn a_wrong_type_in_any_field_is_refused_naming_that_field() {
         12 * 6 - 3,
         "12 keys, 6 other types each, less a bool for 3 flags"
     );
+}
+
+#[test]
+fn route_domains_cover_their_names_and_subdomains_only() {
+    let mut spec = TunnelSpec::new("t".parse().unwrap());
+    assert!(
+        spec.routes_name("anything.example"),
+        "no route domains: every name"
+    );
+    spec.route_domains = vec!["example.com".into(), "corp.example".into()];
+    for (name, routed) in [
+        ("example.com", true),
+        ("www.example.com", true),
+        ("a.b.corp.example", true),
+        ("badexample.com", false),
+        ("example.com.evil", false),
+        ("com", false),
+    ] {
+        assert_eq!(spec.routes_name(name), routed, "{name}");
+    }
 }
