@@ -145,7 +145,7 @@ async fn path(target: SocketAddr, socks: Option<SocketAddr>) -> anyhow::Result<P
         .await
         .context("connect to the relay")?;
     let mut prefix = vec![0; socks5::MAX_UDP_HEADER];
-    let n = socks5::write_udp_header(target, &mut prefix);
+    let n = socks5::write_udp_header(&Address::Ip(target), &mut prefix);
     prefix.truncate(n);
     Ok(Path {
         socket,

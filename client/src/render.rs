@@ -28,6 +28,23 @@ pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
         let _ = writeln!(out, "  ipv6      {v6}");
     }
     let _ = writeln!(out, "  since     {}", since(t.since, now));
+    if s.dns == ztun_proto::DnsMode::Fake {
+        let names = if s.route_domains.is_empty() {
+            "every name".to_owned()
+        } else {
+            s.route_domains.join(", ")
+        };
+        let at = if s.full {
+            "every query in the tunnel".to_owned()
+        } else {
+            format!("queries to {}", s.peer)
+        };
+        let _ = writeln!(
+            out,
+            "  names     fake DNS for {names} ({at}), addresses from {}, resolved by the proxy",
+            s.fake_pool
+        );
+    }
     if s.kill_switch {
         let _ = writeln!(
             out,
@@ -150,7 +167,11 @@ pub(crate) fn flows(list: &[Flow], omitted: u64) -> String {
             f.tunnel.to_string(),
             f.protocol.to_string(),
             f.source.to_string(),
-            f.destination.to_string(),
+            match &f.host {
+                // A fake DNS address: the name is what was asked for.
+                Some(host) => format!("{host}:{} ({})", f.destination.port(), f.destination.ip()),
+                None => f.destination.to_string(),
+            },
             f.upstream.clone(),
             bytes(f.bytes_up),
             bytes(f.bytes_down),
@@ -328,6 +349,7 @@ mod tests {
             protocol: protocol.parse().unwrap(),
             source: source.parse().unwrap(),
             destination: "203.0.113.5:443".parse().unwrap(),
+            host: None,
             upstream: "socks5://alice:***@192.0.2.10:1080".into(),
             bytes_up: up,
             bytes_down: down,

@@ -23,18 +23,19 @@ use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 use ztun_engine::{EngineConfig, IpCidr};
 use ztun_proto::{
-    DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Flow, Host, InstalledRoute, NetworkCause,
-    ProxyServer, Reply, Request, ResolverRoute, RouteChange, TunnelName, TunnelSpec, TunnelState,
-    TunnelStatus, Upstream, PROTOCOL_VERSION,
+    DnsMode, DownTarget, EchoPolicy, ErrorCode, ErrorReply, Event, Flow, Host, InstalledRoute,
+    NetworkCause, ProxyServer, Reply, Request, ResolverRoute, RouteChange, TunnelName, TunnelSpec,
+    TunnelState, TunnelStatus, Upstream, PROTOCOL_VERSION,
 };
 
 use crate::control::Handler;
+use crate::fakedns::{FakeDns, Pool};
 use crate::killswitch::KillSwitch;
 use crate::platform::{DeviceConfig, Platform, PlatformError};
 use crate::relay::echo::EchoForwarder;
 use crate::relay::{Binder, Proxy, ProxyKind, Relay};
 use crate::routes::{self, PhysicalGateway, RouteEntry, RouteError, RouteLedger, RouteTarget};
-use crate::state::{DesiredTunnels, KillSwitchRecord, Loaded};
+use crate::state::{DesiredTunnels, KillSwitchRecord, Loaded, StateFile};
 use crate::tunnel::{self, FlowsQuery, SharedCounters};
 
 /// Events kept for a watcher that falls behind before it is told so.
@@ -156,6 +157,8 @@ impl State {
 
 pub struct Daemon<P: Platform> {
     platform: Arc<P>,
+    /// Where the state files live (the fake DNS maps among them).
+    state_dir: std::path::PathBuf,
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
     /// Where data planes run (their devices, sockets and tasks).
@@ -234,6 +237,7 @@ impl<P: Platform> Daemon<P> {
         let physical = platform.physical_gateway().await.unwrap_or_default();
         let daemon = Self {
             platform,
+            state_dir: state_dir.to_owned(),
             state: Mutex::new(State {
                 physical,
                 ledger,
@@ -349,6 +353,7 @@ impl<P: Platform> Daemon<P> {
         if let Err(e) = relay.probe_all().await {
             tracing::warn!("tunnel {}: upstream: {e}", spec.name);
         }
+        let dns = (spec.dns == DnsMode::Fake).then(|| self.fake_dns(&spec));
         let counters = SharedCounters::default();
         let (flows, queries) = mpsc::channel(FLOWS_QUERIES);
         let config = engine_config(&spec);
@@ -361,7 +366,9 @@ impl<P: Platform> Daemon<P> {
             );
             async move {
                 let device = Arc::new(device);
-                if let Err(e) = tunnel::run(device, config, echo, relay, counters, queries).await {
+                if let Err(e) =
+                    tunnel::run(device, config, echo, relay, dns, counters, queries).await
+                {
                     tracing::error!("tunnel {name}: data plane stopped: {e}");
                     let _ = events.send(Event::Error {
                         name: Some(name),
@@ -414,6 +421,40 @@ impl<P: Platform> Daemon<P> {
         }
         self.emit(Event::Tunnel(Box::new(status.clone())));
         Ok(status)
+    }
+
+    /// The file a tunnel's fake DNS map is kept in.
+    fn fake_dns_file(&self, name: &TunnelName) -> StateFile {
+        StateFile::new(&self.state_dir, &format!("fake-dns-{name}.plist"), 0o644)
+    }
+
+    /// A tunnel's fake DNS, with the map a previous run of it left when the
+    /// pool is the same (a transient tunnel keeps none: it never comes back).
+    fn fake_dns(&self, spec: &TunnelSpec) -> FakeDns {
+        let mut pool = Pool::new(spec.fake_pool, [spec.address.addr(), spec.peer]);
+        let file = (!spec.transient).then(|| self.fake_dns_file(&spec.name));
+        if let Some(file) = &file {
+            match file.load(|v| Ok(v.clone())) {
+                Ok(Loaded::Loaded(saved)) => {
+                    let n = pool.restore(&saved, crate::fakedns::unix_now());
+                    tracing::info!("tunnel {}: {n} fake DNS name(s) taken back", spec.name);
+                }
+                Ok(Loaded::Fresh) => {}
+                Ok(Loaded::Corrupt { moved_to, reason }) => tracing::warn!(
+                    "the fake DNS map was unreadable ({reason}); moved to {}",
+                    moved_to.display()
+                ),
+                Err(e) => tracing::warn!("the fake DNS map could not be read: {e}"),
+            }
+        }
+        FakeDns {
+            pool,
+            answer_at: (!spec.full).then_some(IpAddr::V4(spec.peer)),
+            domains: spec.route_domains.clone(),
+            refuse_others: !spec.full,
+            file,
+            exhausted: 0,
+        }
     }
 
     /// Makes the firewall hold [`State::kill_switch_wanted`]: installs,
@@ -551,6 +592,12 @@ impl<P: Platform> Daemon<P> {
             if !matches!(&result, Err(e) if e.code == ErrorCode::NotFound) {
                 if let Err(e) = state.desired.forget(&name) {
                     tracing::warn!("tunnel {name} may come back after a restart: {e}");
+                }
+                match std::fs::remove_file(self.fake_dns_file(&name).path()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        tracing::warn!("tunnel {name}: its fake DNS map stays: {e}");
+                    }
+                    _ => {}
                 }
                 crate::fault::step("desired forgotten");
             }
@@ -1054,6 +1101,7 @@ impl<P: Platform> Daemon<P> {
                 protocol: f.protocol,
                 source: f.src,
                 destination: f.dst,
+                host: f.host,
                 upstream: f.upstream,
                 bytes_up: f.bytes_up,
                 bytes_down: f.bytes_down,

@@ -10,6 +10,7 @@ pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod doctor;
+pub mod fakedns;
 pub mod fault;
 pub mod killswitch;
 pub mod platform;

@@ -167,7 +167,9 @@ pub fn plan(
         .then(|| full_tunnel_halves(spec.ipv6.is_some() || guard))
         .into_iter()
         .flatten();
-    for dst in wanted.chain(spec.routes.iter().copied()) {
+    // Fake DNS addresses stand for names only this tunnel knows.
+    let pool = (spec.dns == ztun_proto::DnsMode::Fake).then_some(IpNet::V4(spec.fake_pool));
+    for dst in wanted.chain(spec.routes.iter().copied()).chain(pool) {
         let e = entry(dst, tunnel.clone());
         if !routes.contains(&e) {
             routes.push(e);

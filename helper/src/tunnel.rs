@@ -35,6 +35,7 @@ use ztun_engine::{DropReason, Engine, EngineConfig, Event, FlowId, Unreachable};
 use ztun_proto::{Counters, FlowProtocol, MAX_FLOWS_PER_REPLY};
 
 use crate::device::{lost_one_packet, Batch, PacketDevice};
+use crate::fakedns::{unix_now, FakeDns, Handled};
 use crate::relay::datagram::{self, Datagrams};
 use crate::relay::echo::{EchoForwarder, EchoKey};
 use crate::relay::socks5::{self, Address};
@@ -90,6 +91,8 @@ enum Upstream {
 struct FlowMeta {
     src: SocketAddr,
     dst: SocketAddr,
+    /// The name a fake address stands for.
+    host: Option<Arc<str>>,
     via: Via,
     opened: Instant,
     /// Payload bytes from the application, and back to it.
@@ -98,10 +101,14 @@ struct FlowMeta {
 }
 
 impl FlowMeta {
-    fn new(src: SocketAddr, dst: SocketAddr, via: Via) -> Self {
+    fn new(src: SocketAddr, target: &Address, dst: SocketAddr, via: Via) -> Self {
         Self {
             src,
             dst,
+            host: match target {
+                Address::Domain(name, _) => Some(Arc::from(name.as_str())),
+                Address::Ip(_) => None,
+            },
             via,
             opened: Instant::now(),
             up: 0,
@@ -114,6 +121,7 @@ impl FlowMeta {
             protocol,
             src: self.src,
             dst: self.dst,
+            host: self.host.as_deref().map(str::to_owned),
             upstream: match &self.via {
                 Via::Direct => "direct".to_owned(),
                 Via::Proxy(p) => p.url.clone(),
@@ -131,6 +139,8 @@ pub struct OpenFlow {
     pub protocol: FlowProtocol,
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// The name `dst` stands for (a fake DNS address).
+    pub host: Option<String>,
     /// Where it leaves: `direct`, or the proxy's URL (password as `***`).
     pub upstream: String,
     pub bytes_up: u64,
@@ -216,7 +226,7 @@ impl UdpHeader {
         len: 0,
     };
 
-    fn socks5(dst: SocketAddr) -> Self {
+    fn socks5(dst: &Address) -> Self {
         let mut bytes = [0; socks5::MAX_UDP_HEADER];
         let len = socks5::write_udp_header(dst, &mut bytes);
         Self { bytes, len }
@@ -235,6 +245,11 @@ struct RelayLosses {
     udp_queue_full: u64,
     /// The socket refused them (its buffer was full).
     udp_send_failed: u64,
+    /// DNS queries answered SERVFAIL: every fake address was in use.
+    fake_pool_full: u64,
+    /// Flows to a fake address no name holds (a map lost, or expired):
+    /// refused so the application resolves again.
+    fake_address_unknown: u64,
 }
 
 /// A running data plane's counters as `status` reads them: the engine's as
@@ -275,6 +290,8 @@ impl LiveCounters {
         let relay = [
             ("udp_queue_full", live.relay.udp_queue_full),
             ("udp_send_failed", live.relay.udp_send_failed),
+            ("fake_pool_full", live.relay.fake_pool_full),
+            ("fake_address_unknown", live.relay.fake_address_unknown),
         ];
         let drops = DropReason::ALL
             .iter()
@@ -307,6 +324,7 @@ pub async fn run<D: PacketDevice>(
     config: EngineConfig,
     echo: Option<EchoForwarder>,
     relay: Relay,
+    dns: Option<FakeDns>,
     counters: SharedCounters,
     mut queries: mpsc::Receiver<FlowsQuery>,
 ) -> io::Result<()> {
@@ -331,6 +349,10 @@ pub async fn run<D: PacketDevice>(
         staged_flow: None,
         gso: true,
         losses: RelayLosses::default(),
+        dns,
+        dns_tcp: HashMap::new(),
+        reply: Vec::with_capacity(512),
+        saving: None,
     };
     let mut messages = Vec::with_capacity(MESSAGES_PER_WAKEUP);
     dp.tasks.spawn(relay.keep_watch());
@@ -377,7 +399,10 @@ pub async fn run<D: PacketDevice>(
                 }
             }
             () = sleep_until(deadline) => {}
-            _ = refresh.tick() => counters.set_rates(&mut rates),
+            _ = refresh.tick() => {
+                counters.set_rates(&mut rates);
+                dp.save_fake_dns();
+            }
             Some(reply) = queries.recv() => {
                 let _ = reply.send(dp.flows(Instant::now()));
             }
@@ -487,13 +512,30 @@ struct DataPlane {
     /// Segmented sends work on this path (until the kernel says otherwise).
     gso: bool,
     losses: RelayLosses,
+    dns: Option<FakeDns>,
+    /// DNS-over-TCP connections the fake DNS answers: bytes read, not yet
+    /// a whole message.
+    dns_tcp: HashMap<FlowId, Vec<u8>>,
+    /// A DNS answer being written.
+    reply: Vec<u8>,
+    /// The fake DNS map being written to its file.
+    saving: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// A DNS-over-TCP connection holds at most this much of a query: one is a
+/// few dozen bytes.
+const DNS_TCP_BUFFER: usize = 4096;
 
 impl DataPlane {
     fn events(&mut self, engine: &mut Engine) {
         while let Some(event) = engine.poll_event() {
             match event {
                 Event::TcpOpened { flow, src, dst } => self.open_tcp(engine, flow, src, dst),
+                Event::TcpReadable { flow } | Event::TcpReadClosed { flow }
+                    if self.dns_tcp.contains_key(&flow) =>
+                {
+                    self.fake_dns_tcp(engine, flow, matches!(event, Event::TcpReadClosed { .. }));
+                }
                 Event::TcpReadable { flow } | Event::TcpReadClosed { flow } => {
                     if let Event::TcpReadClosed { .. } = event {
                         if let Some(f) = self.tcp.get_mut(&flow) {
@@ -507,6 +549,7 @@ impl DataPlane {
                     if let Some(f) = self.tcp.remove(&flow) {
                         f.task.abort();
                     }
+                    self.dns_tcp.remove(&flow);
                 }
                 Event::UdpDatagram(d) => self.udp_out(engine, d.flow, d.src, d.dst, d.payload),
                 Event::UdpExpired { flow } => {
@@ -547,6 +590,19 @@ impl DataPlane {
     }
 
     fn open_tcp(&mut self, engine: &mut Engine, flow: FlowId, src: SocketAddr, dst: SocketAddr) {
+        if dst.port() == DNS_PORT
+            && self
+                .dns
+                .as_ref()
+                .is_some_and(|d| d.answers_tcp_at(dst.ip()))
+        {
+            self.dns_tcp.insert(flow, Vec::new());
+            return;
+        }
+        let Some(target) = self.target(dst) else {
+            let _ = engine.tcp_abort(flow);
+            return;
+        };
         let Some(via) = self.relay.choose(dst) else {
             // Every proxy is down: the client sees a RST now rather than
             // a hang (S5).
@@ -555,9 +611,10 @@ impl DataPlane {
         };
         let (to_upstream, from_engine) = mpsc::channel(CHUNKS_PER_FLOW);
         let credits = Arc::new(Semaphore::new(CHUNKS_PER_FLOW));
+        let meta = FlowMeta::new(src, &target, dst, via.clone());
         let task = self.tasks.spawn(tcp_upstream(
             flow,
-            dst,
+            target,
             self.relay.clone(),
             via.clone(),
             self.inbox.0.clone(),
@@ -567,7 +624,7 @@ impl DataPlane {
         self.tcp.insert(
             flow,
             TcpFlow {
-                meta: FlowMeta::new(src, dst, via),
+                meta,
                 to_upstream: Some(to_upstream),
                 parked: None,
                 client_fin: false,
@@ -578,6 +635,119 @@ impl DataPlane {
                 task,
             },
         );
+    }
+
+    /// Where a flow to `dst` goes: the address itself, or for a fake DNS
+    /// address the name it stands for. `None` for a fake address no name
+    /// holds: the flow is refused (counted), so the application resolves
+    /// the name again.
+    fn target(&mut self, dst: SocketAddr) -> Option<Address> {
+        let (Some(dns), std::net::IpAddr::V4(ip)) = (self.dns.as_mut(), dst.ip()) else {
+            return Some(Address::Ip(dst));
+        };
+        if !dns.pool.contains(ip) {
+            return Some(Address::Ip(dst));
+        }
+        let name = dns.pool.name_of(ip, unix_now());
+        if name.is_none() {
+            self.losses.fake_address_unknown += 1;
+        }
+        name.map(|n| Address::Domain(n.to_owned(), dst.port()))
+    }
+
+    /// Answers what a DNS-over-TCP client sent: each whole message (two-byte
+    /// length, then the message; RFC 7766) in order; the rest waits.
+    fn fake_dns_tcp(&mut self, engine: &mut Engine, flow: FlowId, closed: bool) {
+        let (Some(dns), Some(buf)) = (self.dns.as_mut(), self.dns_tcp.get_mut(&flow)) else {
+            return;
+        };
+        loop {
+            let room = DNS_TCP_BUFFER - buf.len();
+            if room == 0 {
+                // No query is this long: not a DNS client.
+                let _ = engine.tcp_abort(flow);
+                self.dns_tcp.remove(&flow);
+                return;
+            }
+            let n = match engine.tcp_recv(flow, &mut self.chunk[..room]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&self.chunk[..n]);
+        }
+        let now = unix_now();
+        let mut at = 0;
+        while buf.len() - at >= 2 {
+            let len = usize::from(u16::from_be_bytes([buf[at], buf[at + 1]]));
+            if buf.len() - at - 2 < len {
+                break;
+            }
+            let msg = &buf[at + 2..at + 2 + len];
+            if dns.handle(msg, now, &mut self.reply) == Handled::Answered {
+                let framed_len = u16::try_from(self.reply.len()).unwrap_or(u16::MAX);
+                // An answer is a few hundred bytes; the send buffer holds
+                // kilobytes, so it goes whole.
+                let _ = engine.tcp_send(flow, &framed_len.to_be_bytes());
+                let _ = engine.tcp_send(flow, &self.reply);
+            }
+            at += 2 + len;
+        }
+        buf.drain(..at);
+        self.losses.fake_pool_full = dns.exhausted;
+        if closed {
+            let _ = engine.tcp_shutdown_write(flow);
+        }
+    }
+
+    /// Answers a UDP DNS query the fake DNS takes; `false` when it is not
+    /// one (the datagram then goes out as any other).
+    fn fake_dns_udp(
+        &mut self,
+        engine: &mut Engine,
+        flow: FlowId,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) -> bool {
+        let Some(dns) = self.dns.as_mut() else {
+            return false;
+        };
+        if dst.port() != DNS_PORT || !dns.answers_at(dst.ip()) {
+            return false;
+        }
+        let handled = dns.handle(payload, unix_now(), &mut self.reply);
+        self.losses.fake_pool_full = dns.exhausted;
+        match handled {
+            Handled::Answered => {
+                let _ = engine.udp_send(flow, &self.reply);
+                true
+            }
+            Handled::Dropped => true,
+            Handled::PassOn => false,
+        }
+    }
+
+    /// Writes the fake DNS map to its file when it changed, off the engine
+    /// thread and one write at a time (called every 250 ms).
+    fn save_fake_dns(&mut self) {
+        let Some(dns) = self.dns.as_mut() else {
+            return;
+        };
+        let busy = self.saving.as_ref().is_some_and(|t| !t.is_finished());
+        if busy || !dns.pool.is_dirty() {
+            return;
+        }
+        let Some(file) = dns.file.clone() else {
+            return;
+        };
+        let saved = dns.pool.saved(unix_now());
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.save(&saved) {
+                tracing::warn!(
+                    "the fake DNS map was not saved to {}: {e}",
+                    file.path().display()
+                );
+            }
+        }));
     }
 
     /// Moves client bytes towards the upstream writer until the channel is
@@ -710,7 +880,14 @@ impl DataPlane {
         dst: SocketAddr,
         payload: Vec<u8>,
     ) {
+        if self.fake_dns_udp(engine, flow, dst, &payload) {
+            return;
+        }
         if !self.udp.contains_key(&flow) {
+            let Some(target) = self.target(dst) else {
+                let _ = engine.udp_unreachable(flow, Unreachable::Host);
+                return;
+            };
             let Some(via) = self.relay.choose(dst) else {
                 return;
             };
@@ -723,7 +900,7 @@ impl DataPlane {
                     return;
                 }
             }
-            let Some(f) = self.open_udp(flow, src, dst, via) else {
+            let Some(f) = self.open_udp(flow, src, &target, dst, via) else {
                 return;
             };
             self.udp.insert(flow, f);
@@ -754,6 +931,7 @@ impl DataPlane {
         &mut self,
         flow: FlowId,
         src: SocketAddr,
+        target: &Address,
         dst: SocketAddr,
         via: Via,
     ) -> Option<UdpFlow> {
@@ -777,20 +955,28 @@ impl DataPlane {
             Via::Proxy(_) if as_dns => {
                 let (tx, rx) = mpsc::channel(DATAGRAMS_PER_FLOW);
                 let via = via.clone();
-                let task = self
-                    .tasks
-                    .spawn(dns_over_tcp(flow, dst, relay, via, rx, inbox));
+                let task =
+                    self.tasks
+                        .spawn(dns_over_tcp(flow, target.clone(), relay, via, rx, inbox));
                 (UdpOut::Relayed(tx), task)
             }
             Via::Proxy(proxy) => {
                 let proxy = Arc::clone(proxy);
-                let task = self.tasks.spawn(socks_udp(flow, dst, relay, proxy, inbox));
-                let (waiting, header) = (VecDeque::new(), UdpHeader::socks5(dst));
-                (UdpOut::Associating { waiting, header }, task)
+                let header = UdpHeader::socks5(target);
+                let task = self
+                    .tasks
+                    .spawn(socks_udp(flow, target.clone(), relay, proxy, inbox));
+                (
+                    UdpOut::Associating {
+                        waiting: VecDeque::new(),
+                        header,
+                    },
+                    task,
+                )
             }
         };
         Some(UdpFlow {
-            meta: FlowMeta::new(src, dst, via),
+            meta: FlowMeta::new(src, target, dst, via),
             out,
             task,
         })
@@ -875,14 +1061,14 @@ async fn udp_upstream(flow: FlowId, socket: Arc<UdpSocket>, inbox: mpsc::Sender<
 
 async fn tcp_upstream(
     flow: FlowId,
-    dst: SocketAddr,
+    target: Address,
     relay: Relay,
     via: Via,
     inbox: mpsc::Sender<Upstream>,
     mut from_engine: mpsc::Receiver<Vec<u8>>,
     credits: Arc<Semaphore>,
 ) {
-    let stream = match relay.tcp_with_failover(via.clone(), dst).await {
+    let stream = match relay.tcp_with_failover(via.clone(), &target).await {
         Ok((s, used)) => {
             if !same_way(&used, &via) {
                 let _ = inbox.send(Upstream::TcpFailedOver(flow, used)).await;
@@ -891,7 +1077,7 @@ async fn tcp_upstream(
         }
         Err(e) => {
             // Refused, unreachable or upstream trouble: the client sees a RST.
-            tracing::debug!("TCP to {dst}: {e}");
+            tracing::debug!("TCP to {target}: {e}");
             let _ = inbox.send(Upstream::TcpFailed(flow)).await;
             return;
         }
@@ -941,14 +1127,14 @@ async fn tcp_upstream(
 /// connection.
 async fn socks_udp(
     flow: FlowId,
-    dst: SocketAddr,
+    dst: Address,
     relay: Relay,
     proxy: Arc<Proxy>,
     inbox: mpsc::Sender<Upstream>,
 ) {
     match relay.associate(&proxy).await {
         Ok(association) => {
-            if let Err(e) = associated(flow, dst, association, &inbox).await {
+            if let Err(e) = associated(flow, &dst, association, &inbox).await {
                 tracing::debug!("UDP to {dst} through SOCKS5: {e}");
             }
         }
@@ -964,7 +1150,7 @@ async fn socks_udp(
 
 async fn associated(
     flow: FlowId,
-    dst: SocketAddr,
+    dst: &Address,
     association: crate::relay::Association,
     inbox: &mpsc::Sender<Upstream>,
 ) -> io::Result<()> {
@@ -1003,12 +1189,13 @@ async fn associated(
 
 /// The payloads of a run of SOCKS5 UDP datagrams from the association's
 /// relay, as runs again; datagrams from anyone but `dst` and malformed ones
-/// are dropped (logged).
-fn socks_payloads(run: &Datagrams, dst: SocketAddr) -> Vec<Datagrams> {
+/// are dropped (logged). A flow to a name takes what comes from its port:
+/// the server reports the address it resolved the name to.
+fn socks_payloads(run: &Datagrams, dst: &Address) -> Vec<Datagrams> {
     let mut runs = vec![Datagrams::default()];
     for datagram in run.iter() {
         match socks5::parse_udp(datagram) {
-            Ok((Address::Ip(from), payload)) if from == dst => {
+            Ok((from, payload)) if from_destination(&from, dst) => {
                 let pushed = runs.last_mut().is_some_and(|r| r.push(&[], payload));
                 if !pushed {
                     let mut next = Datagrams::default();
@@ -1032,9 +1219,17 @@ fn socks_payloads(run: &Datagrams, dst: SocketAddr) -> Vec<Datagrams> {
 /// A connection per query, because servers may close a connection after
 /// one answer, which would lose the queries sent behind it; DNS clients
 /// send few queries, and concurrent ones are answered concurrently.
+fn from_destination(from: &Address, dst: &Address) -> bool {
+    match (from, dst) {
+        (from, Address::Ip(_)) => from == dst,
+        (Address::Ip(a), Address::Domain(_, port)) => a.port() == *port,
+        (Address::Domain(name, p), Address::Domain(want, port)) => name == want && p == port,
+    }
+}
+
 async fn dns_over_tcp(
     flow: FlowId,
-    dst: SocketAddr,
+    dst: Address,
     relay: Relay,
     via: Via,
     mut from_engine: mpsc::Receiver<Vec<u8>>,
@@ -1045,7 +1240,7 @@ async fn dns_over_tcp(
         tokio::select! {
             query = from_engine.recv() => match query {
                 Some(q) if queries.len() < DATAGRAMS_PER_FLOW => {
-                    queries.spawn(dns_query(relay.clone(), via.clone(), dst, q));
+                    queries.spawn(dns_query(relay.clone(), via.clone(), dst.clone(), q));
                 }
                 Some(_) => tracing::debug!("DNS over TCP to {dst}: too many queries in flight, one lost"),
                 None => return,
@@ -1071,12 +1266,12 @@ async fn dns_over_tcp(
 async fn dns_query(
     relay: Relay,
     via: Via,
-    dst: SocketAddr,
+    dst: Address,
     query: Vec<u8>,
 ) -> Result<Vec<u8>, UpstreamError> {
     let len = u16::try_from(query.len())
         .map_err(|_| UpstreamError::Protocol("DNS query over 65535 bytes"))?;
-    let mut stream = relay.tcp(&via, dst).await?;
+    let mut stream = relay.tcp(&via, &dst).await?;
     let exchange = async {
         let mut framed = Vec::with_capacity(2 + query.len());
         framed.extend_from_slice(&len.to_be_bytes());
@@ -1099,7 +1294,7 @@ mod tests {
     use super::*;
 
     fn socks_datagram(from: SocketAddr, payload: &[u8]) -> Vec<u8> {
-        let mut d = UdpHeader::socks5(from).as_slice().to_vec();
+        let mut d = UdpHeader::socks5(&Address::Ip(from)).as_slice().to_vec();
         d.extend_from_slice(payload);
         d
     }
@@ -1112,9 +1307,14 @@ mod tests {
         for (from, p) in [(dst, &b"aa"[..]), (other, b"xx"), (dst, b"bb"), (dst, b"c")] {
             assert!(run.push(&[], &socks_datagram(from, p)) || from == dst);
         }
-        let runs = socks_payloads(&run, dst);
+        let runs = socks_payloads(&run, &Address::Ip(dst));
         let got: Vec<Vec<&[u8]>> = runs.iter().map(|r| r.iter().collect()).collect();
         assert_eq!(got, [vec![&b"aa"[..], b"bb", b"c"]]);
+        // A flow to a name takes what the server resolved it to, on its port.
+        let named = Address::Domain("quic.example".into(), 4433);
+        let named_runs = socks_payloads(&run, &named);
+        let got: Vec<Vec<&[u8]>> = named_runs.iter().map(|r| r.iter().collect()).collect();
+        assert_eq!(got, [vec![&b"aa"[..], b"xx", b"bb", b"c"]]);
     }
 
     #[test]
@@ -1122,9 +1322,10 @@ mod tests {
         let dst: SocketAddr = "[2001:db8::5]:53".parse().unwrap();
         // RSV, FRAG 0, then an address type that does not exist.
         let garbage = Datagrams::received(vec![0, 0, 0, 9, 1, 2], 0);
-        assert_eq!(socks_payloads(&garbage, dst), Vec::<Datagrams>::new());
+        let dst_a = Address::Ip(dst);
+        assert_eq!(socks_payloads(&garbage, &dst_a), Vec::<Datagrams>::new());
         let one = Datagrams::received(socks_datagram(dst, b""), 0);
-        let runs = socks_payloads(&one, dst);
+        let runs = socks_payloads(&one, &dst_a);
         assert_eq!(runs.len(), 1, "an empty datagram is still a datagram");
         assert_eq!(runs[0].iter().collect::<Vec<_>>(), [&b""[..]]);
     }
@@ -1135,6 +1336,7 @@ mod tests {
             protocol: FlowProtocol::Tcp,
             src: SocketAddr::from(([198, 18, 0, 1], port)),
             dst: "203.0.113.5:443".parse().unwrap(),
+            host: None,
             upstream: "direct".into(),
             bytes_up,
             bytes_down,

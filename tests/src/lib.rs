@@ -430,3 +430,27 @@ impl Drop for Topology {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `ip netns exec` bind-mounts `/etc/netns/NS/resolv.conf` over
+/// `/etc/resolv.conf` for programs in NS: the client namespace's own
+/// resolver list, removed with the guard.
+#[derive(Debug)]
+pub struct NetnsResolvConf(std::path::PathBuf);
+
+#[allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+impl NetnsResolvConf {
+    pub fn new(ns: &str, text: &str) -> Self {
+        let dir = std::path::PathBuf::from("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), text).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        // /etc/netns itself, if this made it and nothing else uses it.
+        let _ = std::fs::remove_dir("/etc/netns");
+    }
+}

@@ -4,34 +4,10 @@
 //! leave beside the tunnel. The helper pins it into the tunnel.
 #![allow(clippy::unwrap_used)] // test inputs are built here, not received
 
-use std::path::PathBuf;
-
 use ztun_tests::servers::{self, Capture};
-use ztun_tests::{can_run, Topology, BYPASS};
+use ztun_tests::{can_run, NetnsResolvConf, Topology, BYPASS};
 
 const RESOLVER: &str = "198.51.100.53";
-
-/// `ip netns exec` bind-mounts `/etc/netns/NS/resolv.conf` over
-/// `/etc/resolv.conf` for programs in NS: the client namespace's own
-/// resolver list, removed with the guard.
-struct NetnsResolvConf(PathBuf);
-
-impl NetnsResolvConf {
-    fn new(ns: &str, text: &str) -> Self {
-        let dir = PathBuf::from("/etc/netns").join(ns);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("resolv.conf"), text).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for NetnsResolvConf {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        // /etc/netns itself, if this made it and nothing else uses it.
-        let _ = std::fs::remove_dir("/etc/netns");
-    }
-}
 
 #[test]
 fn an_on_link_resolver_is_pinned_into_the_tunnel_in_full_mode() {

@@ -60,6 +60,9 @@ pub struct Flow {
     pub source: SocketAddr,
     /// The address and port the application asked for.
     pub destination: SocketAddr,
+    /// The name `destination` stands for, when it is a fake DNS address:
+    /// what the proxy was asked to connect to.
+    pub host: Option<String>,
     /// Where the flow leaves: `direct`, or the proxy's URL with the
     /// password shown as `***`.
     pub upstream: String,
@@ -84,6 +87,7 @@ impl Flow {
             protocol: f.parsed("protocol", str::parse)?,
             source: f.parsed("source", socket_addr)?,
             destination: f.parsed("destination", socket_addr)?,
+            host: f.opt_str("host")?.map(str::to_owned),
             upstream: f.str("upstream")?.to_owned(),
             bytes_up: f.opt_int_as("bytes_up")?.unwrap_or(0),
             bytes_down: f.opt_int_as("bytes_down")?.unwrap_or(0),
@@ -97,6 +101,7 @@ impl Flow {
             .set("protocol", self.protocol.as_str())
             .set("source", self.source.to_string())
             .set("destination", self.destination.to_string())
+            .set_opt("host", self.host.clone())
             .set("upstream", self.upstream.clone())
             .set("bytes_up", counter(self.bytes_up))
             .set("bytes_down", counter(self.bytes_down))

@@ -26,7 +26,7 @@ pub use message::{
     PROTOCOL_VERSION,
 };
 pub use spec::{
-    parse_address_v4, parse_address_v6, parse_fake_pool, parse_peer, parse_route,
+    name_in_domains, parse_address_v4, parse_address_v6, parse_fake_pool, parse_peer, parse_route,
     parse_route_domain, Counters, DnsMode, EchoPolicy, InstalledRoute, InterfaceAddress,
     ResolverRoute, TunnelName, TunnelSpec, TunnelState, TunnelStatus, UpstreamHealth,
     DEFAULT_ADDRESS, DEFAULT_FAKE_POOL, DEFAULT_MTU, DEFAULT_PEER, MAX_FAILOVER, MAX_NAME_LEN,

@@ -88,6 +88,18 @@ impl fmt::Display for DnsMode {
     }
 }
 
+/// Whether `name` (lower case, no trailing dot) is one of `domains` or
+/// under one; every name is when `domains` is empty.
+pub fn name_in_domains(domains: &[String], name: &str) -> bool {
+    domains.is_empty()
+        || domains.iter().any(|d| {
+            name == d
+                || name
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|head| head.ends_with('.'))
+        })
+}
+
 /// Parses a route domain: a DNS name (stored in lower case, without a
 /// trailing dot) whose names and subdomains' names the fake DNS answers.
 pub fn parse_route_domain(s: &str) -> Result<String, String> {
@@ -460,13 +472,7 @@ impl TunnelSpec {
     /// dot): every name without route domains, else a route domain or a
     /// name under one.
     pub fn routes_name(&self, name: &str) -> bool {
-        self.route_domains.is_empty()
-            || self.route_domains.iter().any(|d| {
-                name == d
-                    || name
-                        .strip_suffix(d.as_str())
-                        .is_some_and(|head| head.ends_with('.'))
-            })
+        name_in_domains(&self.route_domains, name)
     }
 
     /// A failover list needs a proxy to fail over from, holds only proxies

@@ -266,7 +266,9 @@ fn cases() -> Vec<(&'static str, Message)> {
                             tunnel: name(),
                             protocol: FlowProtocol::Tcp,
                             source: "198.18.0.1:50312".parse().unwrap(),
-                            destination: "203.0.113.5:443".parse().unwrap(),
+                            // A fake DNS address, and the name it stands for.
+                            destination: "198.18.0.3:443".parse().unwrap(),
+                            host: Some("www.example.com".into()),
                             upstream: "socks5://alice:***@192.0.2.10:1080".into(),
                             bytes_up: 1_200,
                             bytes_down: 10_485_760,
@@ -277,6 +279,7 @@ fn cases() -> Vec<(&'static str, Message)> {
                             protocol: FlowProtocol::Udp,
                             source: "[2001:db8:ff::1]:5353".parse().unwrap(),
                             destination: "[2001:db8:1::53]:53".parse().unwrap(),
+                            host: None,
                             upstream: "socks5://alice:***@192.0.2.10:1080".into(),
                             bytes_up: 64,
                             bytes_down: 480,

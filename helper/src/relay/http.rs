@@ -7,23 +7,25 @@
 //! may follow in the same segment, and belong to the relay.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
 use base64::Engine as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ztun_proto::Credentials;
 
+use super::socks5::Address;
 use super::UpstreamError;
 
 /// The longest response head accepted; proxies send a few hundred bytes.
 pub const MAX_HEAD: usize = 16 * 1024;
 
 /// `CONNECT host:port HTTP/1.1` with its `Host` and, given credentials,
-/// `Proxy-Authorization: Basic` header.
-pub fn request(dst: SocketAddr, auth: Option<&Credentials>) -> Vec<u8> {
-    // SocketAddr's Display brackets IPv6 (`[2001:db8::5]:443`), which is
-    // the authority form CONNECT takes (RFC 9110 §7.2, RFC 3986 §3.2.2).
+/// `Proxy-Authorization: Basic` header. The host is an address or a name
+/// (fake DNS hands the proxy the name).
+pub fn request(dst: &Address, auth: Option<&Credentials>) -> Vec<u8> {
+    // An address displays as SocketAddr does, which brackets IPv6
+    // (`[2001:db8::5]:443`): the authority form CONNECT takes (RFC 9110
+    // §7.2, RFC 3986 §3.2.2). A name is `name:port`.
     let mut out = format!("CONNECT {dst} HTTP/1.1\r\nHost: {dst}\r\n");
     if let Some(c) = auth {
         let token = base64::engine::general_purpose::STANDARD
@@ -75,7 +77,7 @@ pub fn parse_head(head: &[u8], auth: bool) -> Result<(), UpstreamError> {
 pub async fn connect(
     stream: &mut TcpStream,
     auth: Option<&Credentials>,
-    dst: SocketAddr,
+    dst: &Address,
 ) -> Result<(), UpstreamError> {
     stream.write_all(&request(dst, auth)).await?;
     let mut head: Vec<u8> = Vec::with_capacity(512);
@@ -119,17 +121,23 @@ mod tests {
         }
     }
 
+    fn ip(s: &str) -> Address {
+        Address::Ip(s.parse().unwrap())
+    }
+
     #[test]
     fn request_names_the_destination_and_logs_in_with_basic() {
-        let dst: SocketAddr = "203.0.113.5:443".parse().unwrap();
         assert_eq!(
-            request(dst, None),
+            request(&ip("203.0.113.5:443"), None),
             b"CONNECT 203.0.113.5:443 HTTP/1.1\r\nHost: 203.0.113.5:443\r\n\r\n"
         );
-        // base64("alice:s3cret:x"), as RFC 7617 §2 builds it.
-        let v6: SocketAddr = "[2001:db8::5]:8443".parse().unwrap();
         assert_eq!(
-            String::from_utf8(request(v6, Some(&creds()))).unwrap(),
+            request(&Address::Domain("www.example.com".into(), 443), None),
+            b"CONNECT www.example.com:443 HTTP/1.1\r\nHost: www.example.com:443\r\n\r\n"
+        );
+        // base64("alice:s3cret:x"), as RFC 7617 §2 builds it.
+        assert_eq!(
+            String::from_utf8(request(&ip("[2001:db8::5]:8443"), Some(&creds()))).unwrap(),
             "CONNECT [2001:db8::5]:8443 HTTP/1.1\r\nHost: [2001:db8::5]:8443\r\n\
              Proxy-Authorization: Basic YWxpY2U6czNjcmV0Ong=\r\n\r\n"
         );
@@ -194,11 +202,11 @@ mod tests {
             req
         });
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let dst: SocketAddr = "203.0.113.5:22".parse().unwrap();
-        connect(&mut stream, None, dst).await.unwrap();
+        let dst = ip("203.0.113.5:22");
+        connect(&mut stream, None, &dst).await.unwrap();
         let mut banner = [0_u8; 16];
         stream.read_exact(&mut banner).await.unwrap();
         assert_eq!(&banner, b"SSH-2.0-banner\r\n");
-        assert_eq!(proxy.await.unwrap(), request(dst, None));
+        assert_eq!(proxy.await.unwrap(), request(&dst, None));
     }
 }

@@ -101,18 +101,12 @@ impl Proxy {
     async fn handshake(
         &self,
         bind: &Binder,
-        dst: Option<SocketAddr>,
+        dst: Option<&Address>,
     ) -> Result<TcpStream, UpstreamError> {
         let mut stream = connect(self.server, bind).await?;
         match (self.kind, dst) {
             (ProxyKind::Socks5, Some(dst)) => {
-                socks5::handshake(
-                    &mut stream,
-                    self.auth.as_ref(),
-                    Command::Connect,
-                    &Address::Ip(dst),
-                )
-                .await?;
+                socks5::handshake(&mut stream, self.auth.as_ref(), Command::Connect, dst).await?;
             }
             (ProxyKind::Socks5, None) => {
                 socks5::authenticate(&mut stream, self.auth.as_ref()).await?;
@@ -121,7 +115,8 @@ impl Proxy {
                 http::connect(&mut stream, self.auth.as_ref(), dst).await?;
             }
             (ProxyKind::Http, None) => {
-                match http::connect(&mut stream, self.auth.as_ref(), self.server).await {
+                let itself = Address::Ip(self.server);
+                match http::connect(&mut stream, self.auth.as_ref(), &itself).await {
                     Err(e) if e.is_upstream_fault() => return Err(e),
                     _ => {}
                 }
@@ -207,18 +202,23 @@ impl Relay {
         }
     }
 
-    /// A TCP connection to `dst`: direct, or through the proxy's CONNECT.
+    /// A TCP connection to `dst`: direct, or through the proxy's CONNECT
+    /// (by address, or by name: fake DNS hands the proxy the name).
     /// Failures reaching the proxy mark it unreachable; refusals are
     /// counted.
-    pub async fn tcp(&self, via: &Via, dst: SocketAddr) -> Result<TcpStream, UpstreamError> {
-        let proxy = match via {
-            Via::Direct => {
-                return match tokio::time::timeout(CONNECT_TIMEOUT, connect(dst, &self.bind)).await {
+    pub async fn tcp(&self, via: &Via, dst: &Address) -> Result<TcpStream, UpstreamError> {
+        let proxy = match (via, dst) {
+            (Via::Direct, Address::Ip(dst)) => {
+                return match tokio::time::timeout(CONNECT_TIMEOUT, connect(*dst, &self.bind)).await
+                {
                     Ok(r) => Ok(r?),
                     Err(_) => Err(timed_out().into()),
                 };
             }
-            Via::Proxy(p) => p,
+            (Via::Direct, Address::Domain(..)) => {
+                return Err(UpstreamError::Protocol("a name goes only to a proxy"));
+            }
+            (Via::Proxy(p), _) => p,
         };
         let result = tokio::time::timeout(UPSTREAM_TIMEOUT, proxy.handshake(&self.bind, Some(dst)))
             .await
@@ -236,16 +236,17 @@ impl Relay {
     pub async fn tcp_with_failover(
         &self,
         mut via: Via,
-        dst: SocketAddr,
+        dst: &Address,
     ) -> Result<(TcpStream, Via), UpstreamError> {
         // Each try marks its proxy down, so each picks another; a probe
         // that brings one back meanwhile could repeat one, hence the bound.
         for _ in 1..self.proxies.len() {
             match self.tcp(&via, dst).await {
                 Ok(stream) => return Ok((stream, via)),
-                Err(e) if e.is_upstream_fault() => match self.choose(dst) {
-                    Some(next @ Via::Proxy(_)) => via = next,
-                    _ => return Err(e),
+                // The flow was counted when it chose its first proxy.
+                Err(e) if e.is_upstream_fault() => match self.live() {
+                    Some(next) => via = Via::Proxy(Arc::clone(next)),
+                    None => return Err(e),
                 },
                 Err(e) => return Err(e),
             }
@@ -491,7 +492,10 @@ mod tests {
     #[tokio::test]
     async fn a_server_answering_garbage_is_unreachable_with_the_reason() {
         let relay = relay_to(fake_server(b"HTTP/1.1 400 Bad Request\r\n\r\n").await);
-        let err = relay.tcp(&via(&relay), dst()).await.unwrap_err();
+        let err = relay
+            .tcp(&via(&relay), &Address::Ip(dst()))
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), "protocol_error");
         let health = first(&relay).health.snapshot();
         assert!(!health.reachable);
@@ -506,7 +510,10 @@ mod tests {
     async fn a_server_that_never_answers_times_out_and_is_marked_down() {
         let relay = relay_to(fake_server(b"").await);
         let started = tokio::time::Instant::now();
-        let err = relay.tcp(&via(&relay), dst()).await.unwrap_err();
+        let err = relay
+            .tcp(&via(&relay), &Address::Ip(dst()))
+            .await
+            .unwrap_err();
         assert_eq!(started.elapsed(), UPSTREAM_TIMEOUT);
         assert_eq!(err.reason(), "upstream_timeout");
         assert!(!first(&relay).health.snapshot().reachable);

@@ -25,16 +25,9 @@ const ATYP_V4: u8 = 1;
 const ATYP_DOMAIN: u8 = 3;
 const ATYP_V6: u8 = 4;
 
-/// The UDP request header's length for an address of this family.
-pub const fn udp_header_len(addr: &SocketAddr) -> usize {
-    match addr {
-        SocketAddr::V4(_) => 10,
-        SocketAddr::V6(_) => 22,
-    }
-}
-
-/// The longest UDP request header this client writes (IPv6).
-pub const MAX_UDP_HEADER: usize = 22;
+/// The longest UDP request header this client writes: RSV, FRAG, then a
+/// domain of 255 bytes with its length byte, ATYP and port.
+pub const MAX_UDP_HEADER: usize = 3 + 1 + 1 + 255 + 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -250,23 +243,14 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Address, usize)>, UpstreamError
 }
 
 /// Writes the UDP request header for `dst` (RSV, FRAG 0, address, port) at
-/// the front of `out`, which must hold [`udp_header_len`] bytes, and returns
-/// its length.
-pub fn write_udp_header(dst: SocketAddr, out: &mut [u8]) -> usize {
-    let len = udp_header_len(&dst);
-    out[..3].fill(0);
-    match dst {
-        SocketAddr::V4(a) => {
-            out[3] = ATYP_V4;
-            out[4..8].copy_from_slice(&a.ip().octets());
-        }
-        SocketAddr::V6(a) => {
-            out[3] = ATYP_V6;
-            out[4..20].copy_from_slice(&a.ip().octets());
-        }
-    }
-    out[len - 2..len].copy_from_slice(&dst.port().to_be_bytes());
-    len
+/// the front of `out`, which must hold [`MAX_UDP_HEADER`] bytes, and returns
+/// its length. Written once per flow: the header is fixed for its life.
+pub fn write_udp_header(dst: &Address, out: &mut [u8]) -> usize {
+    let mut encoded = Vec::with_capacity(MAX_UDP_HEADER);
+    encoded.extend_from_slice(&[0, 0, 0]);
+    dst.encode(&mut encoded);
+    out[..encoded.len()].copy_from_slice(&encoded);
+    encoded.len()
 }
 
 /// Splits a datagram from the relay into its source address and payload.
@@ -547,12 +531,14 @@ mod tests {
     #[test]
     fn udp_header_is_ten_bytes_for_ipv4_and_twenty_two_for_ipv6() {
         let mut buf = [0xee_u8; MAX_UDP_HEADER];
-        let n = write_udp_header("203.0.113.5:53".parse().unwrap(), &mut buf);
+        let n = write_udp_header(&Address::Ip("203.0.113.5:53".parse().unwrap()), &mut buf);
         assert_eq!(&buf[..n], [0, 0, 0, 1, 203, 0, 113, 5, 0, 53]);
-        let n = write_udp_header("[2001:db8:5::5]:7".parse().unwrap(), &mut buf);
+        let n = write_udp_header(&Address::Ip("[2001:db8:5::5]:7".parse().unwrap()), &mut buf);
         assert_eq!(n, 22);
         assert_eq!(&buf[..4], [0, 0, 0, 4]);
         assert_eq!(&buf[20..22], [0, 7]);
+        let n = write_udp_header(&Address::Domain("www.example.com".into(), 443), &mut buf);
+        assert_eq!(&buf[..n], b"\0\0\0\x03\x0fwww.example.com\x01\xbb");
     }
 
     #[test]
@@ -724,7 +710,7 @@ mod tests {
         fn udp_header_round_trips(ip in any::<IpAddr>(), port in any::<u16>(), payload in proptest::collection::vec(any::<u8>(), 0..64)) {
             let dst = SocketAddr::new(ip, port);
             let mut buf = vec![0; MAX_UDP_HEADER + payload.len()];
-            let n = write_udp_header(dst, &mut buf);
+            let n = write_udp_header(&Address::Ip(dst), &mut buf);
             buf.truncate(n);
             buf.extend_from_slice(&payload);
             let (from, body) = parse_udp(&buf).unwrap();
