@@ -233,6 +233,10 @@ impl<P: Platform> Daemon<P> {
                 "could not remove every leftover route: {e}; they stay in the ledger"
             ),
         }
+        // Resolver files a crashed run left point at a peer no one answers.
+        if let Err(e) = platform.clear_split_dns(None).await {
+            tracing::warn!("{e}");
+        }
         let restore = desired.specs().to_vec();
         let physical = platform.physical_gateway().await.unwrap_or_default();
         let daemon = Self {
@@ -419,6 +423,28 @@ impl<P: Platform> Daemon<P> {
             }
             return Err(error(ErrorCode::Platform, e.to_string()));
         }
+        let tunnel = &state.tunnels[&name];
+        if split_dns(&tunnel.spec) {
+            let (interface, spec) = (&tunnel.interface, &tunnel.spec);
+            let peer = IpAddr::V4(spec.peer);
+            if let Err(e) = self
+                .platform
+                .set_split_dns(interface, peer, &spec.route_domains)
+                .await
+            {
+                // The tunnel works without it: queries sent to the peer are
+                // answered. Say what to do instead.
+                let message = format!(
+                    "{e}; send the queries for {} to {peer} yourself",
+                    spec.route_domains.join(", ")
+                );
+                tracing::warn!("tunnel {name}: {message}");
+                self.emit(Event::Error {
+                    name: Some(name.clone()),
+                    message,
+                });
+            }
+        }
         self.emit(Event::Tunnel(Box::new(status.clone())));
         Ok(status)
     }
@@ -555,6 +581,11 @@ impl<P: Platform> Daemon<P> {
         tunnel.data_plane.abort();
         let _ = tunnel.data_plane.await;
         crate::fault::step("data plane stopped");
+        if split_dns(&tunnel.spec) {
+            if let Err(e) = self.platform.clear_split_dns(Some(&tunnel.interface)).await {
+                tracing::warn!("tunnel {name}: {e}");
+            }
+        }
         let result = routes::remove(&*self.platform, &mut state.ledger, &tunnel.routes).await;
         for r in &tunnel.installed {
             self.emit(Event::Route {
@@ -1121,6 +1152,11 @@ impl<P: Platform> Daemon<P> {
 
 /// The ICMP identifier for a tunnel's forwarder: distinct per interface, so
 /// two tunnels' raw sockets never claim each other's replies.
+/// Targeted fake DNS: the system must be told where its domains' queries go.
+fn split_dns(spec: &TunnelSpec) -> bool {
+    spec.dns == DnsMode::Fake && !spec.full && !spec.route_domains.is_empty()
+}
+
 fn echo_ident(interface: &str) -> u16 {
     let n: u16 = interface
         .trim_start_matches(|c: char| !c.is_ascii_digit())
@@ -1238,7 +1274,7 @@ impl<P: Platform> Handler for Daemon<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::fake::FakePlatform;
+    use crate::platform::fake::{Call, FakePlatform};
     use ztun_proto::InterfaceAddress;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -1408,7 +1444,7 @@ mod tests {
         fake.calls()
             .into_iter()
             .filter_map(|c| match c {
-                crate::platform::fake::Call::SetKillSwitch(k, held) => Some((k, held)),
+                Call::SetKillSwitch(k, held) => Some((k, held)),
                 _ => None,
             })
             .collect()
@@ -1527,6 +1563,49 @@ mod tests {
             drop(d);
             let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
             assert!(status(&d).await.0.is_empty(), "down forgot it");
+        });
+    }
+
+    #[test]
+    fn targeted_fake_dns_tells_the_system_where_its_domains_go_until_down() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = FakePlatform::new(Some(wifi("198.51.100.1", "en0")));
+            let d = Daemon::start(fake.clone(), dir.path()).await.unwrap();
+            let mut s = TunnelSpec::new("part".parse().unwrap());
+            s.icmp = EchoPolicy::Reply;
+            s.upstream = format!("socks5://127.0.0.1:{}", closed_loopback_port())
+                .parse()
+                .unwrap();
+            s.dns = DnsMode::Fake;
+            s.route_domains = vec!["example.com".into()];
+            let t = d.handle(Request::Up(s)).await.unwrap();
+            let Reply::Tunnel(t) = t else { panic!("{t:?}") };
+            assert!(
+                t.routes
+                    .iter()
+                    .any(|r| r.route.to_string() == "198.18.0.0/15"),
+                "the pool is routed into the tunnel: {:?}",
+                t.routes
+            );
+            d.handle(Request::Down(DownTarget::All)).await.unwrap();
+            let split: Vec<Call> = fake
+                .calls()
+                .into_iter()
+                .filter(|c| matches!(c, Call::SetSplitDns(..) | Call::ClearSplitDns(..)))
+                .collect();
+            assert_eq!(
+                split,
+                [
+                    Call::ClearSplitDns(None),
+                    Call::SetSplitDns(
+                        "ztun0".into(),
+                        "198.18.0.2".parse().unwrap(),
+                        vec!["example.com".into()]
+                    ),
+                    Call::ClearSplitDns(Some("ztun0".into())),
+                ]
+            );
         });
     }
 

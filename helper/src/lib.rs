@@ -17,6 +17,7 @@ pub mod platform;
 pub mod relay;
 pub mod resolvers;
 pub mod routes;
+pub mod splitdns;
 pub mod state;
 pub mod tunnel;
 pub mod wake;

@@ -15,14 +15,22 @@ use xnu::Xnu;
 use ztun_helper::platform::macos::MacosPlatform;
 use ztun_helper::platform::{DeviceConfig, Platform};
 
-struct Mac(Xnu);
+/// The model, and the directory the platform writes resolver files to
+/// (`/etc/resolver` on a Mac).
+struct Mac(Xnu, tempfile::TempDir);
+
+impl Mac {
+    fn new() -> Self {
+        Mac(Xnu::new(), tempfile::tempdir().unwrap())
+    }
+}
 
 impl World for Mac {
     type P = MacosPlatform<Xnu>;
     const NAME: &'static str = "the macOS platform over the xnu model";
 
     fn platform(&self) -> Self::P {
-        MacosPlatform::new(self.0.clone())
+        MacosPlatform::with_resolver_dir(self.0.clone(), self.1.path().to_owned())
     }
 
     fn physical(&self) -> &'static str {
@@ -58,7 +66,7 @@ impl World for Mac {
 
 #[test]
 fn the_shared_daemon_scenarios_pass_on_the_macos_platform() {
-    scenarios::run_all(|scenario| scenario(), || Mac(Xnu::new()));
+    scenarios::run_all(|scenario| scenario(), Mac::new);
 }
 
 fn device(mtu: u16) -> DeviceConfig {
@@ -138,7 +146,7 @@ fn the_kernel_refuses_a_message_whose_length_or_version_is_wrong() {
 /// token; the next start takes a fresh one rather than trust it.
 #[test]
 fn the_kill_switch_holds_one_pf_reference_and_gives_it_back_even_after_a_reboot() {
-    let mac = Mac(Xnu::new());
+    let mac = Mac::new();
     let dir = tempfile::tempdir().unwrap();
     let anchor = ztun_helper::killswitch::PF_ANCHOR;
     let inside: std::net::IpAddr = "203.0.113.5".parse().unwrap();
@@ -176,4 +184,100 @@ fn the_kill_switch_holds_one_pf_reference_and_gives_it_back_even_after_a_reboot(
     );
     assert_eq!(mac.0.pf_rules_in(anchor), 0);
     assert!(mac.0.lets_out(inside));
+}
+
+/// Targeted fake DNS on a Mac: one resolver(5) file per route domain,
+/// naming the tunnel's peer, exactly as written; gone after down; a file
+/// someone else wrote is never touched; a crash's files are swept at the
+/// next start and written again for the restored tunnel.
+#[test]
+fn route_domains_get_a_resolver_file_each_until_the_tunnel_goes() {
+    let mac = Mac::new();
+    let dir = tempfile::tempdir().unwrap();
+    let resolver = mac.1.path().to_owned();
+    std::fs::write(resolver.join("corp.example"), "nameserver 192.0.2.53\n").unwrap();
+    let mut spec = ztun_proto::TunnelSpec::new("part".parse().unwrap());
+    spec.upstream = closed_loopback_proxy();
+    spec.dns = ztun_proto::DnsMode::Fake;
+    spec.route_domains = vec!["example.com".into(), "example.net".into()];
+    spec.icmp = ztun_proto::EchoPolicy::Reply;
+    let read = |name: &str| std::fs::read_to_string(resolver.join(name)).ok();
+    let interface = scenarios::incarnation(&mac, dir.path(), None, |d| async move {
+        scenarios::up(&d, spec).await.unwrap().interface
+    })
+    .unwrap();
+    let want = format!(
+        "# ztun split DNS for {interface}: removed when the tunnel goes down\n\
+         nameserver 198.18.0.2\nport 53\n"
+    );
+    // The incarnation ended as a crash would: the files stay behind.
+    assert_eq!(read("example.com").as_deref(), Some(want.as_str()));
+    assert_eq!(read("example.net").as_deref(), Some(want.as_str()));
+    std::fs::write(
+        resolver.join("example.org"),
+        want.replace(&interface, "utun99"),
+    )
+    .unwrap();
+    scenarios::incarnation(&mac, dir.path(), None, |d| async move {
+        assert_eq!(scenarios::status(&d).await.0.len(), 1, "restored");
+        scenarios::down_all(&d).await;
+    });
+    let mut left: Vec<String> = std::fs::read_dir(&resolver)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["corp.example"],
+        "only the file that was never ztun's"
+    );
+    assert_eq!(
+        read("corp.example").as_deref(),
+        Some("nameserver 192.0.2.53\n")
+    );
+}
+
+#[test]
+fn a_resolver_file_that_is_not_ztuns_is_left_alone_and_reported() {
+    let mac = Mac::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(mac.1.path().join("example.com"), "nameserver 192.0.2.53\n").unwrap();
+    let mut spec = ztun_proto::TunnelSpec::new("part".parse().unwrap());
+    spec.upstream = closed_loopback_proxy();
+    spec.dns = ztun_proto::DnsMode::Fake;
+    spec.route_domains = vec!["example.com".into()];
+    spec.icmp = ztun_proto::EchoPolicy::Reply;
+    let message = scenarios::incarnation(&mac, dir.path(), None, |d| async move {
+        let mut events = ztun_helper::control::Handler::subscribe(&*d);
+        scenarios::up(&d, spec).await.unwrap();
+        loop {
+            if let Ok(ztun_proto::Event::Error { message, .. }) = events.recv().await {
+                break message;
+            }
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        message,
+        format!(
+            "split DNS is not set up: {}/example.com exists and is not ztun's; move it away or leave example.com out; send the queries for example.com to 198.18.0.2 yourself",
+            mac.1.path().display()
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(mac.1.path().join("example.com")).unwrap(),
+        "nameserver 192.0.2.53\n"
+    );
+}
+
+/// A SOCKS5 upstream on loopback that nothing answers: the tests' sockets
+/// are real Linux sockets, and must not leave the machine.
+fn closed_loopback_proxy() -> ztun_proto::Upstream {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("socks5://127.0.0.1:{port}").parse().unwrap()
 }

@@ -25,6 +25,8 @@ pub enum Call {
     BindToInterface(String),
     /// The rules asked for (`None`: removed) and the reference held before.
     SetKillSwitch(Option<KillSwitch>, Option<u64>),
+    SetSplitDns(String, IpAddr, Vec<String>),
+    ClearSplitDns(Option<String>),
 }
 
 #[derive(Debug, Default)]
@@ -273,6 +275,27 @@ impl Platform for FakePlatform {
         }
         s.kill_switch = rules.cloned();
         Ok(rules.map(|_| held.unwrap_or(7)))
+    }
+
+    async fn set_split_dns(
+        &self,
+        interface: &str,
+        server: IpAddr,
+        domains: &[String],
+    ) -> Result<(), PlatformError> {
+        self.state().calls.push(Call::SetSplitDns(
+            interface.to_owned(),
+            server,
+            domains.to_vec(),
+        ));
+        Ok(())
+    }
+
+    async fn clear_split_dns(&self, interface: Option<&str>) -> Result<(), PlatformError> {
+        self.state()
+            .calls
+            .push(Call::ClearSplitDns(interface.map(str::to_owned)));
+        Ok(())
     }
 
     fn resolvers(&self) -> Vec<std::net::IpAddr> {

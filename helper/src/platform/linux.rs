@@ -416,6 +416,40 @@ impl Platform for LinuxPlatform {
         socket.set_mark(crate::killswitch::MARK)
     }
 
+    /// systemd-resolved's per-link settings, which die with the link.
+    async fn set_split_dns(
+        &self,
+        interface: &str,
+        server: IpAddr,
+        domains: &[String],
+    ) -> Result<(), PlatformError> {
+        for args in crate::splitdns::resolvectl(interface, server, domains) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            super::run_tool("resolvectl", &args, "")
+                .await
+                .map_err(|e| {
+                    PlatformError::SplitDns(if e.kind() == io::ErrorKind::NotFound {
+                        "resolvectl is not installed (split DNS needs systemd-resolved)".to_owned()
+                    } else {
+                        e.to_string()
+                    })
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn clear_split_dns(&self, interface: Option<&str>) -> Result<(), PlatformError> {
+        // Without an interface there is nothing to do: a link's settings
+        // went with it.
+        if let Some(i) = interface {
+            // A link already gone took its settings with it.
+            if let Err(e) = super::run_tool("resolvectl", &["revert", i], "").await {
+                tracing::debug!("resolvectl revert {i}: {e}");
+            }
+        }
+        Ok(())
+    }
+
     /// One `nft -f -` transaction: the table is replaced or removed whole,
     /// never left half-written.
     async fn set_kill_switch(

@@ -64,6 +64,8 @@ pub enum PlatformError {
         action: &'static str,
         reason: String,
     },
+    #[error("split DNS is not set up: {0}")]
+    SplitDns(String),
 }
 
 /// The operating system, as the daemon needs it.
@@ -137,6 +139,23 @@ pub trait Platform: Send + Sync + 'static {
         rules: Option<&KillSwitch>,
         held: Option<u64>,
     ) -> impl Future<Output = Result<Option<u64>, PlatformError>> + Send;
+
+    /// Split DNS: sends the system's queries for `domains` and their
+    /// subdomains, and no others, to `server` (the fake DNS at the peer of
+    /// the tunnel `interface`), replacing what an earlier call set for it.
+    fn set_split_dns(
+        &self,
+        interface: &str,
+        server: IpAddr,
+        domains: &[String],
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+
+    /// Removes what [`Platform::set_split_dns`] set for `interface`, or
+    /// (`None`, at start) everything it set for any interface.
+    fn clear_split_dns(
+        &self,
+        interface: Option<&str>,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
 
     /// The system's DNS resolvers now.
     fn resolvers(&self) -> Vec<std::net::IpAddr> {

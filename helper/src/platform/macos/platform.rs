@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,14 +40,43 @@ const REPLY_BUF: usize = 2048;
 pub struct MacosPlatform<K> {
     kernel: Arc<K>,
     seq: AtomicI32,
+    /// Where per-domain resolver files go (`/etc/resolver`).
+    resolver_dir: PathBuf,
 }
 
 impl<K: Darwin> MacosPlatform<K> {
     pub fn new(kernel: K) -> Self {
+        Self::with_resolver_dir(kernel, PathBuf::from(crate::splitdns::RESOLVER_DIR))
+    }
+
+    /// [`MacosPlatform::new`] writing resolver files to `dir` (tests).
+    pub fn with_resolver_dir(kernel: K, dir: PathBuf) -> Self {
         Self {
             kernel: Arc::new(kernel),
             seq: AtomicI32::new(1),
+            resolver_dir: dir,
         }
+    }
+
+    /// The resolver files the helper wrote, with the interface each is for.
+    fn resolver_files(&self) -> io::Result<Vec<(PathBuf, String)>> {
+        let entries = match std::fs::read_dir(&self.resolver_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut ours = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            // A file being replaced, or one we cannot read, is not ours.
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if let Some(interface) = crate::splitdns::owner(&text) {
+                ours.push((path, interface.to_owned()));
+            }
+        }
+        Ok(ours)
     }
 
     fn next_seq(&self) -> i32 {
@@ -351,5 +381,60 @@ impl<K: Darwin> Platform for MacosPlatform<K> {
             }
         }
         Ok(token)
+    }
+
+    /// One resolver(5) file per domain, written whole (temp file, rename).
+    /// A file of that name the helper did not write is left alone and
+    /// reported; files of this interface for domains no longer asked for
+    /// go.
+    async fn set_split_dns(
+        &self,
+        interface: &str,
+        server: IpAddr,
+        domains: &[String],
+    ) -> Result<(), PlatformError> {
+        let fail = |what: String| PlatformError::SplitDns(what);
+        std::fs::create_dir_all(&self.resolver_dir)
+            .map_err(|e| fail(format!("{}: {e}", self.resolver_dir.display())))?;
+        let text = crate::splitdns::resolver_file(interface, server);
+        for domain in domains {
+            let path = self.resolver_dir.join(domain);
+            match std::fs::read_to_string(&path) {
+                Ok(existing) if crate::splitdns::owner(&existing).is_none() => {
+                    return Err(fail(format!(
+                        "{} exists and is not ztun's; move it away or leave {domain} out",
+                        path.display()
+                    )));
+                }
+                _ => {}
+            }
+            let tmp = self.resolver_dir.join(format!(".{domain}.ztun-tmp"));
+            std::fs::write(&tmp, &text)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        }
+        for (path, owner) in self.resolver_files().map_err(|e| fail(e.to_string()))? {
+            let asked = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| domains.iter().any(|d| d == n));
+            if owner == interface && !asked {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(())
+    }
+
+    async fn clear_split_dns(&self, interface: Option<&str>) -> Result<(), PlatformError> {
+        let files = self
+            .resolver_files()
+            .map_err(|e| PlatformError::SplitDns(e.to_string()))?;
+        for (path, owner) in files {
+            if interface.is_none_or(|i| i == owner) {
+                std::fs::remove_file(&path)
+                    .map_err(|e| PlatformError::SplitDns(format!("{}: {e}", path.display())))?;
+            }
+        }
+        Ok(())
     }
 }
