@@ -362,19 +362,19 @@ impl Pool {
                 }
                 None => {}
             }
-            self.by_addr.insert(
-                addr,
-                Mapping {
-                    name: name.to_owned(),
-                    expires,
-                },
-            );
-            self.by_name.insert(name.to_owned(), addr);
+            self.map(addr, name, expires);
             self.cursor = (offset + 1) % size;
             self.dirty = true;
             return Some(addr);
         }
         None
+    }
+
+    /// Records that `addr` stands for `name` until `expires`.
+    fn map(&mut self, addr: Ipv4Addr, name: &str, expires: u64) {
+        let name = name.to_owned();
+        self.by_name.insert(name.clone(), addr);
+        self.by_addr.insert(addr, Mapping { name, expires });
     }
 
     /// The name `addr` stands for, its life started again from `now` (a
@@ -459,14 +459,7 @@ impl Pool {
             {
                 continue;
             }
-            self.by_addr.insert(
-                addr,
-                Mapping {
-                    name: name.to_owned(),
-                    expires,
-                },
-            );
-            self.by_name.insert(name.to_owned(), addr);
+            self.map(addr, name, expires);
             restored += 1;
         }
         // Hand out new addresses after the ones taken back.
