@@ -105,6 +105,7 @@ fn after_sigkill_nothing_leaves_the_physical_link_until_down_but_the_exclusion()
 
     let capture = Capture::start(&t.client, "veth-c", &t.dir.join("veth-c.pcap")).unwrap();
     let (answered, took) = fetch(&t, SERVER);
+    eprintln!("a fetch outside the tunnel was refused after {took:?}");
     assert!(!answered, "{SERVER} must not be reached outside the tunnel");
     assert!(
         took < Duration::from_millis(1500),
