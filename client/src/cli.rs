@@ -190,6 +190,12 @@ pub struct UpArgs {
     #[arg(long, default_value = "198.18.0.0/15", value_name = "CIDR", value_parser = ztun_proto::parse_fake_pool)]
     pub fake_pool: Ipv4Net,
 
+    /// With --dns fake and --ipv6: answer AAAA queries with addresses from
+    /// this IPv6 prefix (a /32 to a /120), routed into the tunnel. Without
+    /// it AAAA queries get an empty answer and applications use IPv4.
+    #[arg(long, value_name = "CIDR", value_parser = ztun_proto::parse_fake_pool6)]
+    pub fake_pool6: Option<Ipv6Net>,
+
     /// With --dns fake: answer only names in this domain and its
     /// subdomains (repeatable). Without --full the system is told to send
     /// these domains' queries to the tunnel (on macOS /etc/resolver/DOMAIN,

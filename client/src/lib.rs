@@ -156,6 +156,7 @@ pub fn request_for(command: &Command) -> Result<Request, ClientError> {
                 icmp: a.icmp,
                 dns: a.dns,
                 fake_pool: a.fake_pool,
+                fake_pool6: a.fake_pool6,
                 route_domains: a.route_domains.clone(),
                 transient: a.transient,
             };

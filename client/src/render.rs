@@ -39,10 +39,12 @@ pub(crate) fn tunnel(t: &TunnelStatus, now: SystemTime) -> String {
         } else {
             format!("queries to {}", s.peer)
         };
-        let _ = writeln!(
+        let _ =
+            writeln!(
             out,
-            "  names     fake DNS for {names} ({at}), addresses from {}, resolved by the proxy",
-            s.fake_pool
+            "  names     fake DNS for {names} ({at}), addresses from {}{}, resolved by the proxy",
+            s.fake_pool,
+            s.fake_pool6.map(|p| format!(" and {p}")).unwrap_or_default()
         );
     }
     if s.kill_switch {

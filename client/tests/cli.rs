@@ -91,6 +91,8 @@ fn dry_run_up_prints_exactly_the_golden_up_request() {
             "fake",
             "--route-domain",
             "example.com",
+            "--fake-pool6",
+            "2001:db8:fa::/64",
         ],
     );
     let (result, out) = run_to_string(&c);

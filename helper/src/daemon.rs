@@ -449,38 +449,58 @@ impl<P: Platform> Daemon<P> {
         Ok(status)
     }
 
-    /// The file a tunnel's fake DNS map is kept in.
-    fn fake_dns_file(&self, name: &TunnelName) -> StateFile {
-        StateFile::new(&self.state_dir, &format!("fake-dns-{name}.plist"), 0o644)
+    /// The files a tunnel's fake DNS maps are kept in, IPv4 then IPv6.
+    fn fake_dns_files(&self, name: &TunnelName) -> [StateFile; 2] {
+        ["fake-dns", "fake-dns6"]
+            .map(|f| StateFile::new(&self.state_dir, &format!("{f}-{name}.plist"), 0o644))
     }
 
-    /// A tunnel's fake DNS, with the map a previous run of it left when the
-    /// pool is the same (a transient tunnel keeps none: it never comes back).
+    /// A tunnel's fake DNS, with the maps a previous run of it left when
+    /// the pools are the same (a transient tunnel keeps none: it never
+    /// comes back).
     fn fake_dns(&self, spec: &TunnelSpec) -> FakeDns {
-        let mut pool = Pool::new(spec.fake_pool, [spec.address.addr(), spec.peer]);
-        let file = (!spec.transient).then(|| self.fake_dns_file(&spec.name));
-        if let Some(file) = &file {
-            match file.load(|v| Ok(v.clone())) {
-                Ok(Loaded::Loaded(saved)) => {
-                    let n = pool.restore(&saved, crate::fakedns::unix_now());
-                    tracing::info!("tunnel {}: {n} fake DNS name(s) taken back", spec.name);
-                }
-                Ok(Loaded::Fresh) => {}
-                Ok(Loaded::Corrupt { moved_to, reason }) => tracing::warn!(
-                    "the fake DNS map was unreadable ({reason}); moved to {}",
-                    moved_to.display()
-                ),
-                Err(e) => tracing::warn!("the fake DNS map could not be read: {e}"),
-            }
-        }
+        let [file, file6] = self.fake_dns_files(&spec.name);
+        let keep = !spec.transient;
+        let reserved = vec![IpAddr::V4(spec.address.addr()), IpAddr::V4(spec.peer)];
+        let pool = Self::restored(spec, Pool::new(IpNet::V4(spec.fake_pool), reserved), &file);
+        let pool6 = spec.fake_pool6.map(|net| {
+            let reserved = spec.ipv6.iter().map(|a| IpAddr::V6(a.addr())).collect();
+            Self::restored(spec, Pool::new(IpNet::V6(net), reserved), &file6)
+        });
         FakeDns {
             pool,
+            pool6,
             answer_at: (!spec.full).then_some(IpAddr::V4(spec.peer)),
             domains: spec.route_domains.clone(),
             refuse_others: !spec.full,
-            file,
+            file: keep.then_some(file),
+            file6: keep.then_some(file6),
             exhausted: 0,
         }
+    }
+
+    /// `pool` with the mappings its file holds, for a tunnel that is kept.
+    fn restored(spec: &TunnelSpec, mut pool: Pool, file: &StateFile) -> Pool {
+        if spec.transient {
+            return pool;
+        }
+        match file.load(|v| Ok(v.clone())) {
+            Ok(Loaded::Loaded(saved)) => {
+                let n = pool.restore(&saved, crate::fakedns::unix_now());
+                tracing::info!(
+                    "tunnel {}: {n} fake DNS name(s) of {} taken back",
+                    spec.name,
+                    pool.net()
+                );
+            }
+            Ok(Loaded::Fresh) => {}
+            Ok(Loaded::Corrupt { moved_to, reason }) => tracing::warn!(
+                "the fake DNS map was unreadable ({reason}); moved to {}",
+                moved_to.display()
+            ),
+            Err(e) => tracing::warn!("the fake DNS map could not be read: {e}"),
+        }
+        pool
     }
 
     /// Makes the firewall hold [`State::kill_switch_wanted`]: installs,
@@ -624,11 +644,13 @@ impl<P: Platform> Daemon<P> {
                 if let Err(e) = state.desired.forget(&name) {
                     tracing::warn!("tunnel {name} may come back after a restart: {e}");
                 }
-                match std::fs::remove_file(self.fake_dns_file(&name).path()) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        tracing::warn!("tunnel {name}: its fake DNS map stays: {e}");
+                for file in self.fake_dns_files(&name) {
+                    match std::fs::remove_file(file.path()) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                            tracing::warn!("tunnel {name}: its fake DNS map stays: {e}");
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
                 crate::fault::step("desired forgotten");
             }

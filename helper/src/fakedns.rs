@@ -27,18 +27,22 @@
 //!   unreachable), which makes applications resolve the name again.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use plist::{Dictionary, Value};
 
 /// The TTL answers carry, in seconds.
 pub const TTL: u32 = 10;
 /// How long a mapping is kept after its last use, in seconds.
 pub const LIFETIME: u64 = 600;
+/// The most names one pool holds (about 100 bytes each): an IPv6 pool, or
+/// a large IPv4 one, is bounded in memory by this, not by its size.
+pub const MAX_NAMES: usize = 65_536;
 /// The header of a DNS message (RFC 1035 §4.1.1).
 const HEADER: usize = 12;
 const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
 const CLASS_IN: u16 = 1;
 /// Flags: QR, opcode (4 bits), AA, TC, RD; RA (RFC 1035 §4.1.1).
 const QR: u16 = 0x8000;
@@ -141,9 +145,14 @@ pub fn parse_query(msg: &[u8]) -> Result<Query<'_>, Unanswerable> {
 }
 
 impl Query<'_> {
-    /// An A query of class IN: the one kind answered with an address.
-    pub fn wants_address(&self) -> bool {
-        self.qtype == TYPE_A && self.qclass == CLASS_IN
+    /// The address family asked for: `Some(false)` for A, `Some(true)`
+    /// for AAAA (class IN); `None` for every other question.
+    pub fn wants_address(&self) -> Option<bool> {
+        match (self.qtype, self.qclass) {
+            (TYPE_A, CLASS_IN) => Some(false),
+            (TYPE_AAAA, CLASS_IN) => Some(true),
+            _ => None,
+        }
     }
 
     /// Whether the name is a host name a proxy can be handed: letters,
@@ -159,9 +168,9 @@ impl Query<'_> {
     }
 
     /// Writes the answer into `out` (cleared first): the question echoed,
-    /// and with `address` one A record naming it by a pointer to the
-    /// question (0xc00c, RFC 1035 §4.1.4).
-    pub fn answer(&self, rcode: Rcode, address: Option<Ipv4Addr>, out: &mut Vec<u8>) {
+    /// and with `address` one A or AAAA record naming it by a pointer to
+    /// the question (0xc00c, RFC 1035 §4.1.4).
+    pub fn answer(&self, rcode: Rcode, address: Option<IpAddr>, out: &mut Vec<u8>) {
         out.clear();
         let mut flags = QR | AA | RA | rcode as u16;
         if self.rd {
@@ -176,11 +185,18 @@ impl Query<'_> {
         out.extend_from_slice(self.question);
         if let Some(a) = address {
             out.extend_from_slice(&[0xc0, 0x0c]);
-            out.extend_from_slice(&TYPE_A.to_be_bytes());
+            let (kind, len) = match a {
+                IpAddr::V4(_) => (TYPE_A, 4_u16),
+                IpAddr::V6(_) => (TYPE_AAAA, 16),
+            };
+            out.extend_from_slice(&kind.to_be_bytes());
             out.extend_from_slice(&CLASS_IN.to_be_bytes());
             out.extend_from_slice(&TTL.to_be_bytes());
-            out.extend_from_slice(&4_u16.to_be_bytes());
-            out.extend_from_slice(&a.octets());
+            out.extend_from_slice(&len.to_be_bytes());
+            match a {
+                IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
+            }
         }
     }
 }
@@ -214,11 +230,24 @@ pub enum Handled {
     Dropped,
 }
 
+/// What a destination address is to the fake DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Outside the pools: a real address, used as it is.
+    NotFake,
+    /// A pool address no name holds.
+    Unknown,
+    /// A pool address, standing for this name.
+    Name(&'a str),
+}
+
 /// A tunnel's fake DNS: where it answers, for which names, its pool, and
 /// the file its map is saved in.
 #[derive(Debug)]
 pub struct FakeDns {
     pub pool: Pool,
+    /// AAAA answers come from here; without it they carry no data.
+    pub pool6: Option<Pool>,
     /// Answer queries to any address (full mode: every query entering the
     /// tunnel), or only those to this one (the peer, where the system's
     /// split-DNS configuration sends the route domains).
@@ -228,8 +257,9 @@ pub struct FakeDns {
     /// Every A query whose name is not a route domain's is refused
     /// (targeted mode), rather than passed on.
     pub refuse_others: bool,
-    /// Where the map is saved.
+    /// Where each pool's map is saved.
     pub file: Option<crate::state::StateFile>,
+    pub file6: Option<crate::state::StateFile>,
     /// Queries answered SERVFAIL because every address was in use.
     pub exhausted: u64,
 }
@@ -265,17 +295,54 @@ impl FakeDns {
             }
             return Handled::PassOn;
         }
-        if !q.wants_address() {
-            q.answer(Rcode::NoError, None, reply);
-        } else if !q.is_host_name() {
-            q.answer(Rcode::Refused, None, reply);
-        } else if let Some(a) = self.pool.assign(&q.name, now) {
-            q.answer(Rcode::NoError, Some(a), reply);
-        } else {
-            self.exhausted += 1;
-            q.answer(Rcode::ServFail, None, reply);
+        let pool = match q.wants_address() {
+            Some(false) => Some(&mut self.pool),
+            Some(true) => self.pool6.as_mut(),
+            None => None,
+        };
+        match pool {
+            None => q.answer(Rcode::NoError, None, reply),
+            Some(_) if !q.is_host_name() => q.answer(Rcode::Refused, None, reply),
+            Some(pool) => {
+                let address = pool.assign(&q.name, now);
+                if address.is_none() {
+                    self.exhausted += 1;
+                }
+                let rcode = address.map_or(Rcode::ServFail, |_| Rcode::NoError);
+                q.answer(rcode, address, reply);
+            }
         }
         Handled::Answered
+    }
+
+    /// What a flow's destination stands for (a flow to it is a use).
+    pub fn lookup(&mut self, addr: IpAddr, now: u64) -> Lookup<'_> {
+        let pool = match addr {
+            IpAddr::V4(_) => Some(&mut self.pool),
+            IpAddr::V6(_) => self.pool6.as_mut(),
+        };
+        match pool {
+            Some(p) if p.contains(addr) => {
+                p.name_of(addr, now).map_or(Lookup::Unknown, Lookup::Name)
+            }
+            _ => Lookup::NotFake,
+        }
+    }
+
+    /// Each pool whose map changed, with its file, as it is to be saved.
+    pub fn to_save(&mut self, now: u64) -> Vec<(crate::state::StateFile, Value)> {
+        let mut out = Vec::new();
+        for (pool, file) in [
+            (Some(&mut self.pool), &self.file),
+            (self.pool6.as_mut(), &self.file6),
+        ] {
+            if let (Some(pool), Some(file)) = (pool, file) {
+                if pool.is_dirty() {
+                    out.push((file.clone(), pool.saved(now)));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -286,22 +353,22 @@ struct Mapping {
     expires: u64,
 }
 
-/// The fake addresses handed out, by name and by address.
+/// The fake addresses handed out, by name and by address: one family.
 #[derive(Debug, Clone)]
 pub struct Pool {
-    net: Ipv4Net,
-    /// The tunnel's own address and peer: never handed out.
-    reserved: [Ipv4Addr; 2],
-    by_name: HashMap<String, Ipv4Addr>,
-    by_addr: HashMap<Ipv4Addr, Mapping>,
+    net: IpNet,
+    /// The tunnel's own addresses and peer: never handed out.
+    reserved: Vec<IpAddr>,
+    by_name: HashMap<String, IpAddr>,
+    by_addr: HashMap<IpAddr, Mapping>,
     /// The next offset to try.
-    cursor: u32,
+    cursor: u128,
     /// Changed since [`Pool::saved`].
     dirty: bool,
 }
 
 impl Pool {
-    pub fn new(net: Ipv4Net, reserved: [Ipv4Addr; 2]) -> Self {
+    pub fn new(net: IpNet, reserved: Vec<IpAddr>) -> Self {
         Self {
             net,
             reserved,
@@ -312,7 +379,7 @@ impl Pool {
         }
     }
 
-    pub fn net(&self) -> Ipv4Net {
+    pub fn net(&self) -> IpNet {
         self.net
     }
 
@@ -325,19 +392,46 @@ impl Pool {
         self.by_addr.is_empty()
     }
 
+    /// Addresses in the prefix (the pool's prefix is at least a /32 for
+    /// IPv6, so this fits).
+    fn size(&self) -> u128 {
+        1_u128 << (self.net.max_prefix_len() - self.net.prefix_len())
+    }
+
+    fn base(&self) -> u128 {
+        match self.net.network() {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        }
+    }
+
+    fn nth(&self, offset: u128) -> IpAddr {
+        let n = self.base() + offset;
+        match self.net {
+            // The offset stays inside the IPv4 prefix: it fits in 32 bits.
+            IpNet::V4(_) => IpAddr::V4(u32::try_from(n).unwrap_or(u32::MAX).into()),
+            IpNet::V6(_) => IpAddr::V6(n.into()),
+        }
+    }
+
     /// Whether `addr` is one this pool hands out (its own address range,
-    /// less what is never handed out).
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+    /// less the network address, the IPv4 broadcast and the tunnel's own).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let broadcast = match self.net {
+            IpNet::V4(n) => addr == IpAddr::V4(n.broadcast()),
+            IpNet::V6(_) => false,
+        };
         self.net.contains(&addr)
             && addr != self.net.network()
-            && addr != self.net.broadcast()
+            && !broadcast
             && !self.reserved.contains(&addr)
     }
 
     /// The address for `name`, handing out a new one if it has none; its
     /// life starts again from `now` (unix seconds). `None` when every
-    /// address is held by a mapping that has not expired.
-    pub fn assign(&mut self, name: &str, now: u64) -> Option<Ipv4Addr> {
+    /// address (or [`MAX_NAMES`]) is held by a mapping that has not
+    /// expired.
+    pub fn assign(&mut self, name: &str, now: u64) -> Option<IpAddr> {
         let expires = now.saturating_add(LIFETIME);
         if let Some(&addr) = self.by_name.get(name) {
             if let Some(m) = self.by_addr.get_mut(&addr) {
@@ -346,32 +440,43 @@ impl Pool {
             }
             return Some(addr);
         }
-        let size = 1_u32 << (32 - self.net.prefix_len());
-        let base = u32::from(self.net.network());
-        for step in 0..size {
+        let addr = if self.by_addr.len() < MAX_NAMES {
+            self.next_free(now)?
+        } else {
+            // Full: only an expired mapping's address may be taken.
+            *self.by_addr.iter().find(|(_, m)| m.expires <= now)?.0
+        };
+        if let Some(old) = self.by_addr.remove(&addr) {
+            self.by_name.remove(&old.name);
+        }
+        self.map(addr, name, expires);
+        self.dirty = true;
+        Some(addr)
+    }
+
+    /// From the cursor on, the first address no live mapping holds.
+    fn next_free(&mut self, now: u64) -> Option<IpAddr> {
+        let size = self.size();
+        // Every address but a few is tried at most once; a pool larger than
+        // the cap always has a free one within MAX_NAMES + reserved steps.
+        let tries = size.min(MAX_NAMES as u128 * 2 + 8);
+        for step in 0..tries {
             let offset = (self.cursor + step) % size;
-            let addr = Ipv4Addr::from(base + offset);
+            let addr = self.nth(offset);
             if !self.contains(addr) {
                 continue;
             }
-            match self.by_addr.get(&addr) {
-                Some(m) if m.expires > now => continue,
-                Some(m) => {
-                    let old = m.name.clone();
-                    self.by_name.remove(&old);
-                }
-                None => {}
+            if self.by_addr.get(&addr).is_some_and(|m| m.expires > now) {
+                continue;
             }
-            self.map(addr, name, expires);
             self.cursor = (offset + 1) % size;
-            self.dirty = true;
             return Some(addr);
         }
         None
     }
 
     /// Records that `addr` stands for `name` until `expires`.
-    fn map(&mut self, addr: Ipv4Addr, name: &str, expires: u64) {
+    fn map(&mut self, addr: IpAddr, name: &str, expires: u64) {
         let name = name.to_owned();
         self.by_name.insert(name.clone(), addr);
         self.by_addr.insert(addr, Mapping { name, expires });
@@ -379,7 +484,7 @@ impl Pool {
 
     /// The name `addr` stands for, its life started again from `now` (a
     /// flow to it is a use). `None` for an address no name holds.
-    pub fn name_of(&mut self, addr: Ipv4Addr, now: u64) -> Option<&str> {
+    pub fn name_of(&mut self, addr: IpAddr, now: u64) -> Option<&str> {
         let m = self.by_addr.get_mut(&addr)?;
         let expires = now.saturating_add(LIFETIME);
         if m.expires < expires {
@@ -398,7 +503,7 @@ impl Pool {
     /// expired mappings left out. Clears the dirty mark.
     pub fn saved(&mut self, now: u64) -> Value {
         self.dirty = false;
-        let mut names: Vec<(&Ipv4Addr, &Mapping)> = self
+        let mut names: Vec<(&IpAddr, &Mapping)> = self
             .by_addr
             .iter()
             .filter(|(_, m)| m.expires > now)
@@ -447,7 +552,7 @@ impl Pool {
             let addr = e
                 .get("address")
                 .and_then(Value::as_string)
-                .and_then(|a| a.parse::<Ipv4Addr>().ok());
+                .and_then(|a| a.parse::<IpAddr>().ok());
             let expires = e.get("expires").and_then(Value::as_unsigned_integer);
             let (Some(name), Some(addr), Some(expires)) = (name, addr, expires) else {
                 continue;
@@ -464,8 +569,11 @@ impl Pool {
         }
         // Hand out new addresses after the ones taken back.
         if let Some(last) = self.by_addr.keys().max() {
-            let size = 1_u32 << (32 - self.net.prefix_len());
-            self.cursor = (u32::from(*last) - u32::from(self.net.network()) + 1) % size;
+            let last = match last {
+                IpAddr::V4(a) => u128::from(u32::from(*a)),
+                IpAddr::V6(a) => u128::from(*a),
+            };
+            self.cursor = (last - self.base() + 1) % self.size();
         }
         restored
     }
@@ -483,10 +591,14 @@ mod tests {
         0x00, 0x01, 0x00, 0x01,
     ];
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     fn pool() -> Pool {
         Pool::new(
             "198.18.0.0/28".parse().unwrap(),
-            ["198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap()],
+            vec![ip("198.18.0.1"), ip("198.18.0.2")],
         )
     }
 
@@ -494,13 +606,9 @@ mod tests {
     fn an_a_query_is_answered_with_the_question_echoed_and_one_record() {
         let q = parse_query(QUERY).unwrap();
         assert_eq!(q.name, "www.example.com");
-        assert!(q.wants_address());
+        assert_eq!(q.wants_address(), Some(false));
         let mut out = Vec::new();
-        q.answer(
-            Rcode::NoError,
-            Some("198.18.0.3".parse().unwrap()),
-            &mut out,
-        );
+        q.answer(Rcode::NoError, Some(ip("198.18.0.3")), &mut out);
         let mut want = vec![
             0x12, 0x34, 0x85, 0x80, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
         ];
@@ -513,14 +621,14 @@ mod tests {
 
     #[test]
     fn other_types_get_nodata_and_the_edns_record_is_not_in_the_way() {
-        // The same question for AAAA, with dig's OPT record after it.
+        // The same question for HTTPS (65), with dig's OPT record after it.
         let mut query = QUERY.to_vec();
         let qtype_low = query.len() - 3;
-        query[qtype_low] = 28;
+        query[qtype_low] = 65;
         query[11] = 1;
         query.extend_from_slice(&[0, 0x00, 0x29, 0x04, 0xd0, 0, 0, 0, 0, 0x00, 0x00]);
         let q = parse_query(&query).unwrap();
-        assert!(!q.wants_address());
+        assert_eq!(q.wants_address(), None);
         let mut out = Vec::new();
         q.answer(Rcode::NoError, None, &mut out);
         assert_eq!(
@@ -528,6 +636,61 @@ mod tests {
             &[0x12, 0x34, 0x85, 0x80, 0, 1, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(&out[12..], &query[12..QUERY.len()]);
+    }
+
+    #[test]
+    fn an_aaaa_query_gets_an_address_from_the_ipv6_pool_or_no_data() {
+        let mut query = QUERY.to_vec();
+        let qtype_low = query.len() - 3;
+        query[qtype_low] = 28;
+        let mut dns = FakeDns {
+            pool: pool(),
+            pool6: None,
+            answer_at: None,
+            domains: Vec::new(),
+            refuse_others: false,
+            file: None,
+            file6: None,
+            exhausted: 0,
+        };
+        let mut out = Vec::new();
+        assert_eq!(dns.handle(&query, 0, &mut out), Handled::Answered);
+        assert_eq!(&out[6..8], &[0, 0], "no IPv6 pool: no data");
+        dns.pool6 = Some(Pool::new("2001:db8:fa::/64".parse().unwrap(), vec![]));
+        dns.handle(&query, 0, &mut out);
+        let mut want = vec![0x12, 0x34, 0x85, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        want.extend_from_slice(&query[12..]);
+        want.extend_from_slice(&[0xc0, 0x0c, 0, 28, 0, 1, 0, 0, 0, 10, 0, 16]);
+        want.extend_from_slice(&[
+            0x20, 0x01, 0x0d, 0xb8, 0, 0xfa, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+        ]);
+        assert_eq!(out, want);
+        assert_eq!(
+            dns.lookup(ip("2001:db8:fa::1"), 0),
+            Lookup::Name("www.example.com")
+        );
+        assert_eq!(dns.lookup(ip("2001:db8:fb::1"), 0), Lookup::NotFake);
+        assert_eq!(
+            dns.lookup(ip("198.18.0.9"), 0),
+            Lookup::Unknown,
+            "in the pool, no name"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_pool_holds_at_most_max_names_and_then_reuses_only_expired_ones() {
+        let mut p = Pool::new("2001:db8:fa::/64".parse().unwrap(), vec![]);
+        for i in 0..MAX_NAMES {
+            assert!(p.assign(&format!("n{i}"), 0).is_some());
+        }
+        assert_eq!(
+            p.assign("over", 1),
+            None,
+            "the cap, not the 2^64 addresses, bounds it"
+        );
+        let reused = p.assign("over", LIFETIME).unwrap();
+        assert_eq!(p.name_of(reused, LIFETIME), Some("over"));
+        assert_eq!(p.len(), MAX_NAMES);
     }
 
     #[test]
@@ -577,10 +740,10 @@ mod tests {
             "198.18.0.4",
             "same name, same address"
         );
-        assert_eq!(p.name_of("198.18.0.5".parse().unwrap(), 5), Some("c"));
-        assert_eq!(p.name_of("198.18.0.9".parse().unwrap(), 5), None);
-        assert!(!p.contains("198.18.0.1".parse().unwrap()));
-        assert!(!p.contains("198.18.0.15".parse().unwrap()), "broadcast");
+        assert_eq!(p.name_of(ip("198.18.0.5"), 5), Some("c"));
+        assert_eq!(p.name_of(ip("198.18.0.9"), 5), None);
+        assert!(!p.contains(ip("198.18.0.1")));
+        assert!(!p.contains(ip("198.18.0.15")), "broadcast");
     }
 
     #[test]

@@ -168,7 +168,11 @@ pub fn plan(
         .into_iter()
         .flatten();
     // Fake DNS addresses stand for names only this tunnel knows.
-    let pool = (spec.dns == ztun_proto::DnsMode::Fake).then_some(IpNet::V4(spec.fake_pool));
+    let fake = spec.dns == ztun_proto::DnsMode::Fake;
+    let pool = fake
+        .then_some(IpNet::V4(spec.fake_pool))
+        .into_iter()
+        .chain(spec.fake_pool6.filter(|_| fake).map(IpNet::V6));
     for dst in wanted.chain(spec.routes.iter().copied()).chain(pool) {
         let e = entry(dst, tunnel.clone());
         if !routes.contains(&e) {

@@ -35,7 +35,7 @@ use ztun_engine::{DropReason, Engine, EngineConfig, Event, FlowId, Unreachable};
 use ztun_proto::{Counters, FlowProtocol, MAX_FLOWS_PER_REPLY};
 
 use crate::device::{lost_one_packet, Batch, PacketDevice};
-use crate::fakedns::{unix_now, FakeDns, Handled};
+use crate::fakedns::{unix_now, FakeDns, Handled, Lookup};
 use crate::relay::datagram::{self, Datagrams};
 use crate::relay::echo::{EchoForwarder, EchoKey};
 use crate::relay::socks5::{self, Address};
@@ -642,17 +642,17 @@ impl DataPlane {
     /// holds: the flow is refused (counted), so the application resolves
     /// the name again.
     fn target(&mut self, dst: SocketAddr) -> Option<Address> {
-        let (Some(dns), std::net::IpAddr::V4(ip)) = (self.dns.as_mut(), dst.ip()) else {
+        let Some(dns) = self.dns.as_mut() else {
             return Some(Address::Ip(dst));
         };
-        if !dns.pool.contains(ip) {
-            return Some(Address::Ip(dst));
+        match dns.lookup(dst.ip(), unix_now()) {
+            Lookup::NotFake => Some(Address::Ip(dst)),
+            Lookup::Name(name) => Some(Address::Domain(name.to_owned(), dst.port())),
+            Lookup::Unknown => {
+                self.losses.fake_address_unknown += 1;
+                None
+            }
         }
-        let name = dns.pool.name_of(ip, unix_now());
-        if name.is_none() {
-            self.losses.fake_address_unknown += 1;
-        }
-        name.map(|n| Address::Domain(n.to_owned(), dst.port()))
     }
 
     /// Answers what a DNS-over-TCP client sent: each whole message (two-byte
@@ -732,20 +732,21 @@ impl DataPlane {
         let Some(dns) = self.dns.as_mut() else {
             return;
         };
-        let busy = self.saving.as_ref().is_some_and(|t| !t.is_finished());
-        if busy || !dns.pool.is_dirty() {
+        if self.saving.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
-        let Some(file) = dns.file.clone() else {
+        let to_save = dns.to_save(unix_now());
+        if to_save.is_empty() {
             return;
-        };
-        let saved = dns.pool.saved(unix_now());
+        }
         self.saving = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = file.save(&saved) {
-                tracing::warn!(
-                    "the fake DNS map was not saved to {}: {e}",
-                    file.path().display()
-                );
+            for (file, saved) in to_save {
+                if let Err(e) = file.save(&saved) {
+                    tracing::warn!(
+                        "the fake DNS map was not saved to {}: {e}",
+                        file.path().display()
+                    );
+                }
             }
         }));
     }

@@ -127,13 +127,17 @@ fn names_go_to_the_proxy_and_no_dns_query_leaves_the_machine() {
         &format!("socks5://{PROXY}:1080"),
         "--dns",
         "fake",
+        "--ipv6",
+        "2001:db8:ff::1/64",
+        "--fake-pool6",
+        "2001:db8:fa::/64",
         "--icmp",
         "reply",
     ])
     .unwrap();
     let status = t.ztunctl_ok(&["status", "all"]).unwrap();
     assert!(
-        status.contains("  names     fake DNS for every name (every query in the tunnel), addresses from 198.18.0.0/15, resolved by the proxy\n"),
+        status.contains("  names     fake DNS for every name (every query in the tunnel), addresses from 198.18.0.0/15 and 2001:db8:fa::/64, resolved by the proxy\n"),
         "{status}"
     );
     let capture = Capture::start(&t.client, "veth-c", &t.dir.join("veth-c.pcap")).unwrap();
@@ -156,10 +160,13 @@ fn names_go_to_the_proxy_and_no_dns_query_leaves_the_machine() {
         a,
         "whichever resolver is asked"
     );
+    let (status, aaaa) = dig(&t, NOBODY, NAME, "AAAA", false);
+    assert_eq!(status, "NOERROR");
+    assert!(aaaa[0].starts_with("2001:db8:fa::"), "{aaaa:?}");
     assert_eq!(
-        dig(&t, NOBODY, NAME, "AAAA", false),
+        dig(&t, NOBODY, NAME, "HTTPS", false),
         ("NOERROR".to_owned(), vec![]),
-        "AAAA: no data, so clients use the A answer"
+        "other types: no data"
     );
     assert_eq!(
         dig(&t, NOBODY, "other.example.test", "A", false).0,
@@ -169,6 +176,9 @@ fn names_go_to_the_proxy_and_no_dns_query_leaves_the_machine() {
     // A real client resolving through the system and fetching by name.
     let url = format!("http://{NAME}:8080/file");
     assert_eq!(curl(&t, &[&url]).as_deref(), Some("served by name\n"));
+    // Over IPv6 to the fake IPv6 address, though the server has only IPv4:
+    // the proxy is handed the name and picks the address itself.
+    assert_eq!(curl(&t, &["-6", &url]).as_deref(), Some("served by name\n"));
 
     // The flow list shows the name the fake address stands for.
     let holder = t
@@ -178,7 +188,9 @@ fn names_go_to_the_proxy_and_no_dns_query_leaves_the_machine() {
             &[
                 "-c",
                 &format!(
-                    "import socket, time\ns = socket.create_connection(('{NAME}', 8080))\ntime.sleep(10)"
+                    "import socket, time\n\
+                     a = socket.getaddrinfo('{NAME}', 8080, socket.AF_INET, socket.SOCK_STREAM)[0][4]\n\
+                     s = socket.create_connection(a)\ntime.sleep(10)"
                 ),
             ],
         )
@@ -263,6 +275,11 @@ fn a_full_pool_says_servfail_and_the_map_survives_a_restart_but_not_down() {
     t.ztunctl_ok(&up).unwrap();
     let (_, a) = dig(&t, NOBODY, NAME, "A", false);
     let addr = fake(&a[0], pool);
+    assert_eq!(
+        dig(&t, NOBODY, NAME, "AAAA", false),
+        ("NOERROR".to_owned(), vec![]),
+        "without an IPv6 pool AAAA gets no data, so clients use the A answer"
+    );
     // A /28 has 14 addresses to hand out: the name above and 13 more.
     for i in 0..13 {
         let (status, a) = dig(&t, NOBODY, &format!("n{i}.example.test"), "A", false);

@@ -26,11 +26,11 @@ pub use message::{
     PROTOCOL_VERSION,
 };
 pub use spec::{
-    name_in_domains, parse_address_v4, parse_address_v6, parse_fake_pool, parse_peer, parse_route,
-    parse_route_domain, Counters, DnsMode, EchoPolicy, InstalledRoute, InterfaceAddress,
-    ResolverRoute, TunnelName, TunnelSpec, TunnelState, TunnelStatus, UpstreamHealth,
-    DEFAULT_ADDRESS, DEFAULT_FAKE_POOL, DEFAULT_MTU, DEFAULT_PEER, MAX_FAILOVER, MAX_NAME_LEN,
-    MAX_ROUTE_DOMAINS, MIN_MTU_V4, MIN_MTU_V6,
+    name_in_domains, parse_address_v4, parse_address_v6, parse_fake_pool, parse_fake_pool6,
+    parse_peer, parse_route, parse_route_domain, Counters, DnsMode, EchoPolicy, InstalledRoute,
+    InterfaceAddress, ResolverRoute, TunnelName, TunnelSpec, TunnelState, TunnelStatus,
+    UpstreamHealth, DEFAULT_ADDRESS, DEFAULT_FAKE_POOL, DEFAULT_MTU, DEFAULT_PEER, MAX_FAILOVER,
+    MAX_NAME_LEN, MAX_ROUTE_DOMAINS, MIN_MTU_V4, MIN_MTU_V6,
 };
 pub use upstream::{Credentials, Host, ProxyServer, Upstream, REDACTED};
 

@@ -107,6 +107,20 @@ pub fn parse_route_domain(s: &str) -> Result<String, String> {
         .ok_or_else(|| format!("\"{}\" is not a domain like example.com", s.escape_debug()))
 }
 
+/// Parses an IPv6 fake-IP pool: a prefix from /32 (the most addresses a
+/// pool walks) to /120 (256 addresses).
+pub fn parse_fake_pool6(s: &str) -> Result<Ipv6Net, String> {
+    let IpNet::V6(net) = parse_route(s)? else {
+        return Err(format!(
+            "{s}: the IPv6 fake-IP pool is IPv6 (fake_pool is the IPv4 one)"
+        ));
+    };
+    if !(32..=120).contains(&net.prefix_len()) {
+        return Err(format!("{net}: an IPv6 pool is a /32 to a /120"));
+    }
+    Ok(net)
+}
+
 /// Parses a fake-IP pool: an IPv4 prefix of at least 16 addresses.
 pub fn parse_fake_pool(s: &str) -> Result<Ipv4Net, String> {
     let IpNet::V4(net) = parse_route(s)? else {
@@ -308,6 +322,9 @@ pub struct TunnelSpec {
     /// With `dns = fake`: where fake addresses come from (routed into the
     /// tunnel).
     pub fake_pool: Ipv4Net,
+    /// With `dns = fake` and `ipv6`: where AAAA answers come from (routed
+    /// into the tunnel); without it AAAA queries get no data.
+    pub fake_pool6: Option<Ipv6Net>,
     /// With `dns = fake`: only names in these domains (and their
     /// subdomains) get fake addresses; empty means every name. Without
     /// `full`, the system is told to send these domains' queries to the
@@ -337,6 +354,7 @@ impl TunnelSpec {
             icmp: EchoPolicy::default(),
             dns: DnsMode::System,
             fake_pool: DEFAULT_FAKE_POOL,
+            fake_pool6: None,
             route_domains: Vec::new(),
             transient: false,
         }
@@ -422,6 +440,12 @@ impl TunnelSpec {
     /// domains mean nothing without it.
     fn check_dns(&self, f: &Fields<'_>) -> Result<(), DecodeError> {
         if self.dns == DnsMode::System {
+            if self.fake_pool6.is_some() {
+                return Err(f.invalid(
+                    "fake_pool6",
+                    "a fake-IP pool applies only with dns = fake (ztunctl up --dns fake)",
+                ));
+            }
             if self.fake_pool != DEFAULT_FAKE_POOL {
                 return Err(f.invalid(
                     "fake_pool",
@@ -441,6 +465,14 @@ impl TunnelSpec {
                 "dns",
                 "fake DNS hands names to a proxy, which resolves them: give upstream = socks5://… or http://…",
             ));
+        }
+        if let Some(pool6) = self.fake_pool6 {
+            if self.ipv6.is_none() {
+                return Err(f.invalid(
+                    "fake_pool6",
+                    format!("{pool6} needs IPv6 in the tunnel: give ipv6 (ztunctl up --ipv6 CIDR)"),
+                ));
+            }
         }
         if self.route_domains.len() > MAX_ROUTE_DOMAINS {
             return Err(f.invalid(
@@ -573,6 +605,7 @@ impl TunnelSpec {
         if let Some(p) = f.opt_parsed("fake_pool", parse_fake_pool)? {
             spec.fake_pool = p;
         }
+        spec.fake_pool6 = f.opt_parsed("fake_pool6", parse_fake_pool6)?;
         spec.route_domains = f.str_list("route_domains", parse_route_domain)?;
         spec.transient = f.opt_flag("transient")?.unwrap_or(false);
         spec.check(&f)?;
@@ -611,6 +644,7 @@ impl TunnelSpec {
             .set("icmp", self.icmp.as_str())
             .set("dns", self.dns.as_str())
             .set("fake_pool", self.fake_pool.to_string())
+            .set_opt("fake_pool6", self.fake_pool6.map(|n| n.to_string()))
             .strings("route_domains", &self.route_domains)
             .flag("transient", self.transient)
     }

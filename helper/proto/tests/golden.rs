@@ -56,6 +56,7 @@ fn target_only_spec() -> TunnelSpec {
     spec.dns_over_tcp = true;
     spec.dns = DnsMode::Fake;
     spec.route_domains = vec!["example.com".into()];
+    spec.fake_pool6 = Some("2001:db8:fa::/64".parse().unwrap());
     spec
 }
 

@@ -382,6 +382,29 @@ fn up_errors_name_the_tunnel_field() {
             "without full = 1, fake DNS needs the domains",
         ),
         (
+            up_with(
+                &[
+                    ("dns", s("fake")),
+                    ("upstream", s("socks5://192.0.2.10:1080")),
+                    ("route_domains", strings(&["example.com"])),
+                    ("fake_pool6", s("2001:db8:fa::/64")),
+                ],
+                &[],
+            ),
+            "tunnel.fake_pool6",
+            "needs IPv6 in the tunnel",
+        ),
+        (
+            up_with(&[("fake_pool6", s("2001:db8:fa::/124"))], &[]),
+            "tunnel.fake_pool6",
+            "an IPv6 pool is a /32 to a /120",
+        ),
+        (
+            up_with(&[("fake_pool6", s("2001:db8:fa::/64"))], &[]),
+            "tunnel.fake_pool6",
+            "applies only with dns = fake",
+        ),
+        (
             up_with(&[("dns", s("upstream"))], &[]),
             "tunnel.dns",
             "is not a DNS mode; use system or fake",
