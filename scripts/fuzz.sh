@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(control_frame engine_packet rtmsg_decode xpc_bridge)
+[ ${#targets[@]} -gt 0 ] || targets=(control_frame engine_packet rtmsg_decode xpc_bridge fake_dns)
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal >&2
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked >&2
@@ -79,6 +79,21 @@ def msg(kind, flags, addrs, sockaddrs, errno=0, pid=0, seq=1):
 add = msg(1, 0x801, 0x7, [sin([203, 0, 113, 0]), sdl(9), sin([255, 255, 255, 0])])
 reply = msg(4, 0x841, 0x17, [sin([203, 0, 113, 0]), sdl(9), sin([255, 255, 255, 0]), sdl(9, b"utun4")], pid=42, seq=7)
 (out / "add").write_bytes(add); (out / "get-reply").write_bytes(reply); (out / "batch").write_bytes(add + reply)
+PY
+      ;;
+    fake_dns)
+      # Seeds: dig's A and AAAA queries for www.example.com (RD, EDNS OPT),
+      # and one for a name outside the route domain, from RFC 1035's layout.
+      python3 - "$dir" <<'PY'
+import pathlib, struct, sys
+out = pathlib.Path(sys.argv[1])
+def query(name, qtype, qid=0x1234):
+    q = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    opt = b"\0" + struct.pack(">HHIH", 41, 1232, 0, 0)
+    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 1) + q + struct.pack(">HH", qtype, 1) + opt
+for name, data in [("a", query("www.example.com", 1)), ("aaaa", query("www.example.com", 28)),
+                   ("https", query("www.example.com", 65)), ("other", query("www.example.org", 1))]:
+    (out / name).write_bytes(data)
 PY
       ;;
     xpc_bridge)
