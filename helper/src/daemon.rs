@@ -449,10 +449,11 @@ impl<P: Platform> Daemon<P> {
         Ok(status)
     }
 
-    /// The files a tunnel's fake DNS maps are kept in, IPv4 then IPv6.
+    /// The files a tunnel's fake DNS maps are kept in, IPv4 then IPv6:
+    /// 0600, as the names in them are the sites this machine visited.
     fn fake_dns_files(&self, name: &TunnelName) -> [StateFile; 2] {
         ["fake-dns", "fake-dns6"]
-            .map(|f| StateFile::new(&self.state_dir, &format!("{f}-{name}.plist"), 0o644))
+            .map(|f| StateFile::new(&self.state_dir, &format!("{f}-{name}.plist"), 0o600))
     }
 
     /// A tunnel's fake DNS, with the maps a previous run of it left when

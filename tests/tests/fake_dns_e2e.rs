@@ -296,6 +296,11 @@ fn a_full_pool_says_servfail_and_the_map_survives_a_restart_but_not_down() {
     // Killed and started again: the same name keeps its address, and a
     // client that kept the address (no new lookup) is carried by name.
     std::thread::sleep(Duration::from_millis(1500)); // the map is saved within a second
+    let map = t.dir.join("state/fake-dns-all.plist");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&map).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the names visited are private");
+    assert!(std::fs::read_to_string(&map).unwrap().contains(NAME));
     helper.signal(libc::SIGKILL).unwrap();
     helper
         .wait_for_exit(Duration::from_secs(5))
