@@ -463,7 +463,7 @@ impl TunnelSpec {
         if self.upstream.proxy().is_none() {
             return Err(f.invalid(
                 "dns",
-                "fake DNS hands names to a proxy, which resolves them: give upstream = socks5://… or http://…",
+                "fake DNS hands names to a proxy, which resolves them: give upstream = socks5://… or http://… (ztunctl up --upstream URL)",
             ));
         }
         if let Some(pool6) = self.fake_pool6 {
