@@ -986,21 +986,26 @@ impl DataPlane {
     /// Adds a datagram of `flow`, whose socket is open, to the batch on its
     /// way out; a batch of another flow, or one it does not fit, goes first.
     fn stage(&mut self, flow: FlowId, payload: &[u8]) {
-        let Some(UdpFlow {
-            out: UdpOut::Socket { header, .. },
-            ..
-        }) = self.udp.get(&flow)
-        else {
-            return;
-        };
-        let header = *header;
-        if self.staged_flow == Some(flow) && self.staged.push(header.as_slice(), payload) {
-            return;
+        if self.staged_flow != Some(flow) {
+            self.send_staged();
         }
-        self.send_staged();
-        self.staged_flow = Some(flow);
-        // An empty batch takes any datagram.
-        self.staged.push(header.as_slice(), payload);
+        // Twice at most: a full batch goes, and the datagram starts the
+        // next (an empty batch takes any datagram). The header is read in
+        // place, not copied: it may be a 262-byte SOCKS5 domain header.
+        for _ in 0..2 {
+            let Some(UdpFlow {
+                out: UdpOut::Socket { header, .. },
+                ..
+            }) = self.udp.get(&flow)
+            else {
+                return;
+            };
+            if self.staged.push(header.as_slice(), payload) {
+                self.staged_flow = Some(flow);
+                return;
+            }
+            self.send_staged();
+        }
     }
 
     fn send_staged(&mut self) {
