@@ -685,10 +685,16 @@ impl DataPlane {
             let msg = &buf[at + 2..at + 2 + len];
             if dns.handle(msg, now, &mut self.reply) == Handled::Answered {
                 let framed_len = u16::try_from(self.reply.len()).unwrap_or(u16::MAX);
-                // An answer is a few hundred bytes; the send buffer holds
-                // kilobytes, so it goes whole.
-                let _ = engine.tcp_send(flow, &framed_len.to_be_bytes());
-                let _ = engine.tcp_send(flow, &self.reply);
+                // An answer is a few hundred bytes and the send buffer
+                // holds hundreds of kilobytes: it goes whole, unless the
+                // client sends queries without ever reading the answers.
+                let whole = engine.tcp_send(flow, &framed_len.to_be_bytes()) == Ok(2)
+                    && engine.tcp_send(flow, &self.reply) == Ok(self.reply.len());
+                if !whole {
+                    let _ = engine.tcp_abort(flow);
+                    self.dns_tcp.remove(&flow);
+                    return;
+                }
             }
             at += 2 + len;
         }
