@@ -457,16 +457,23 @@ impl<P: Platform> Daemon<P> {
     }
 
     /// A tunnel's fake DNS, with the maps a previous run of it left when
-    /// the pools are the same (a transient tunnel keeps none: it never
-    /// comes back).
+    /// the pools are the same. A transient tunnel keeps no map: it never
+    /// comes back.
     fn fake_dns(&self, spec: &TunnelSpec) -> FakeDns {
-        let [file, file6] = self.fake_dns_files(&spec.name);
-        let keep = !spec.transient;
+        let [file, file6] = if spec.transient {
+            [None, None]
+        } else {
+            self.fake_dns_files(&spec.name).map(Some)
+        };
         let reserved = vec![IpAddr::V4(spec.address.addr()), IpAddr::V4(spec.peer)];
-        let pool = Self::restored(spec, Pool::new(IpNet::V4(spec.fake_pool), reserved), &file);
+        let pool = Self::restored(
+            spec,
+            Pool::new(IpNet::V4(spec.fake_pool), reserved),
+            file.as_ref(),
+        );
         let pool6 = spec.fake_pool6.map(|net| {
             let reserved = spec.ipv6.iter().map(|a| IpAddr::V6(a.addr())).collect();
-            Self::restored(spec, Pool::new(IpNet::V6(net), reserved), &file6)
+            Self::restored(spec, Pool::new(IpNet::V6(net), reserved), file6.as_ref())
         });
         FakeDns {
             pool,
@@ -474,17 +481,17 @@ impl<P: Platform> Daemon<P> {
             answer_at: (!spec.full).then_some(IpAddr::V4(spec.peer)),
             domains: spec.route_domains.clone(),
             refuse_others: !spec.full,
-            file: keep.then_some(file),
-            file6: keep.then_some(file6),
+            file,
+            file6,
             exhausted: 0,
         }
     }
 
-    /// `pool` with the mappings its file holds, for a tunnel that is kept.
-    fn restored(spec: &TunnelSpec, mut pool: Pool, file: &StateFile) -> Pool {
-        if spec.transient {
+    /// `pool` with the mappings `file` holds, if there is one.
+    fn restored(spec: &TunnelSpec, mut pool: Pool, file: Option<&StateFile>) -> Pool {
+        let Some(file) = file else {
             return pool;
-        }
+        };
         match file.load(|v| Ok(v.clone())) {
             Ok(Loaded::Loaded(saved)) => {
                 let n = pool.restore(&saved, crate::fakedns::unix_now());

@@ -429,7 +429,7 @@ pub async fn run<D: PacketDevice>(
             }
         }
         dp.events(&mut engine);
-        counters.update(&engine, dp.losses);
+        counters.update(&engine, dp.losses());
     }
 }
 
@@ -576,6 +576,15 @@ impl DataPlane {
         self.send_staged();
     }
 
+    /// What the relay lost, the fake DNS's refusals (counted where they
+    /// happen) included.
+    fn losses(&self) -> RelayLosses {
+        RelayLosses {
+            fake_pool_full: self.dns.as_ref().map_or(0, |d| d.exhausted),
+            ..self.losses
+        }
+    }
+
     /// The open flows, the busiest first when there are too many to list.
     fn flows(&self, now: Instant) -> FlowList {
         let tcp = self
@@ -699,7 +708,6 @@ impl DataPlane {
             at += 2 + len;
         }
         buf.drain(..at);
-        self.losses.fake_pool_full = dns.exhausted;
         if closed {
             let _ = engine.tcp_shutdown_write(flow);
         }
@@ -720,9 +728,7 @@ impl DataPlane {
         if dst.port() != DNS_PORT || !dns.answers_at(dst.ip()) {
             return false;
         }
-        let handled = dns.handle(payload, unix_now(), &mut self.reply);
-        self.losses.fake_pool_full = dns.exhausted;
-        match handled {
+        match dns.handle(payload, unix_now(), &mut self.reply) {
             Handled::Answered => {
                 let _ = engine.udp_send(flow, &self.reply);
                 true
