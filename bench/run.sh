@@ -8,8 +8,10 @@
 #                           # connections and 0 close-propagation failures
 #   bench/run.sh --only ztun,kernel     # some configurations
 #   bench/run.sh --out FILE             # the table elsewhere (default: docs/benchmarks.md)
-#   bench/run.sh --perf --only ztun     # also profile the relay during TCP up (perf, cpu-clock):
-#                                       # the top of the profile goes to target/bench-profile-CONFIG.txt
+#   bench/run.sh --perf --only ztun     # also profile the relay (perf, cpu-clock) during TCP up
+#                                       # and the connection-rate test: the top of each profile goes
+#                                       # to target/bench-profile-CONFIG-{tcp-up,rate}.txt, the
+#                                       # whole of it to .data beside it (perf report -i)
 #
 # Peers without a package (badvpn-tun2socks, hev-socks5-tunnel) run only when
 # a prebuilt binary is found: badvpn-tun2socks on PATH; hev-socks5-tunnel at
@@ -352,30 +354,40 @@ for k in keys:
 PY
 }
 
+profiler="" profile=""
+profile_start() { # profile_start NAME: with --perf, profiles the relay until profile_stop
+  [ $perf = 1 ] && [ -n "$relay_pid" ] || return 0
+  profile=target/bench-profile-$1
+  perf record -q -F 999 -g -p "$relay_pid" -o "$profile.data" >/dev/null 2>&1 &
+  profiler=$!
+}
+profile_stop() { # the top of the profile to target/bench-profile-NAME.txt, beside its data
+  [ -n "$profiler" ] || return 0
+  kill -INT "$profiler" 2>/dev/null || true
+  wait "$profiler" || true
+  profiler=""
+  perf report -q -i "$profile.data" --no-children --percent-limit 1 --stdio -g none \
+    --sort dso,symbol 2>/dev/null | sed -E '/^$/d; s/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' \
+    >"$profile.txt" || true
+  echo "    profile: $profile.txt (perf report -i $profile.data)"
+}
+
 measure() { # measure CONFIG
   local cfg=$1 t0 t1 w0 w1
   if [ -n "$relay_pid" ]; then
     sleep 0.5
     record "$cfg" mem_idle_mib "$(vm "$relay_pid" VmRSS)"
   fi
+  profile_start "$cfg-rate"
   zb "$cfg" rate --count "$rate_n" --concurrency 32
+  profile_stop
   [ -z "$relay_pid" ] || record "$cfg" mem_peak_rate_mib "$(vm "$relay_pid" VmHWM)"
   zb "$cfg" close --count "$close_n"
   zb "$cfg" latency --count "$lat_n"
   [ -z "$relay_pid" ] || { t0=$(ticks "$relay_pid"); w0=$(date +%s.%N); }
-  local profiler=""
-  if [ $perf = 1 ] && [ -n "$relay_pid" ]; then
-    perf record -q -F 999 -g -p "$relay_pid" -o "$work/perf-$cfg.data" -- sleep "$secs" >/dev/null 2>&1 &
-    profiler=$!
-  fi
+  profile_start "$cfg-tcp-up"
   iperf "$cfg" tcp_up_gbps
-  if [ -n "$profiler" ]; then
-    wait "$profiler" || true
-    perf report -q -i "$work/perf-$cfg.data" --no-children --percent-limit 1 --stdio -g none \
-      --sort dso,symbol 2>/dev/null | sed -E '/^$/d; s/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' \
-      >"target/bench-profile-$cfg.txt" || true
-    echo "    profile: target/bench-profile-$cfg.txt"
-  fi
+  profile_stop
   if [ -n "$relay_pid" ]; then
     t1=$(ticks "$relay_pid"); w1=$(date +%s.%N)
     record "$cfg" cpu_pct "$(python3 -c 'import os, sys; t1, t0, w1, w0 = map(float, sys.argv[1:]); print("%.0f" % ((t1 - t0) / os.sysconf("SC_CLK_TCK") / (w1 - w0) * 100))' "$t1" "$t0" "$w1" "$w0")"
