@@ -344,7 +344,6 @@ pub async fn run<D: PacketDevice>(
         inbox: mpsc::channel(1024),
         relay: relay.clone(),
         echo,
-        chunk: vec![0; CHUNK],
         staged: Datagrams::default(),
         staged_flow: None,
         gso: true,
@@ -445,8 +444,9 @@ fn received(
     match read {
         Ok(()) => {
             let at = now();
+            let received = rx.received();
             for packet in rx.packets() {
-                engine.handle_packet(packet, at);
+                engine.handle_received(packet, received, at);
             }
             Ok(())
         }
@@ -504,7 +504,6 @@ struct DataPlane {
     inbox: (mpsc::Sender<Upstream>, mpsc::Receiver<Upstream>),
     relay: Relay,
     echo: Option<EchoForwarder>,
-    chunk: Vec<u8>,
     /// Datagrams of `staged_flow` on their way out together; sent when
     /// another flow's datagram comes, or the engine has no more events.
     staged: Datagrams,
@@ -678,11 +677,14 @@ impl DataPlane {
                 self.dns_tcp.remove(&flow);
                 return;
             }
-            let n = match engine.tcp_recv(flow, &mut self.chunk[..room]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            buf.extend_from_slice(&self.chunk[..n]);
+            let taken = engine.tcp_recv_with(flow, |data| {
+                let n = data.len().min(room);
+                buf.extend_from_slice(&data[..n]);
+                n
+            });
+            if !matches!(taken, Ok(1..)) {
+                break;
+            }
         }
         let now = unix_now();
         let mut at = 0;
@@ -779,14 +781,20 @@ impl DataPlane {
             }
         }
         loop {
-            let n = match engine.tcp_recv(flow, &mut self.chunk) {
+            // Copied once, out of smoltcp's buffer into the chunk that
+            // travels to the writer.
+            let mut chunk = Vec::new();
+            let taken = engine.tcp_recv_with(flow, |data| {
+                let n = data.len().min(CHUNK);
+                chunk.extend_from_slice(&data[..n]);
+                n
+            });
+            let n = match taken {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             f.meta.up += n as u64;
-            if let Err(mpsc::error::TrySendError::Full(chunk)) =
-                tx.try_send(self.chunk[..n].to_vec())
-            {
+            if let Err(mpsc::error::TrySendError::Full(chunk)) = tx.try_send(chunk) {
                 f.parked = Some(chunk);
                 return;
             }

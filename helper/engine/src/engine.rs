@@ -12,7 +12,7 @@ use crate::queue::TxQueue;
 use crate::tcp::TcpStack;
 use crate::types::{
     ConfigError, Counters, DropReason, EchoPolicy, EchoRequest, EngineConfig, Event, FlowError,
-    FlowId, UdpDatagram, Unreachable,
+    FlowId, Received, UdpDatagram, Unreachable,
 };
 use crate::udp::{Lookup, UdpTable};
 use crate::wire::{self, Inbound};
@@ -111,10 +111,16 @@ impl Engine {
     /// utun header (strip it with [`TunFraming::decode`](crate::frame::TunFraming::decode)).
     /// Invalid packets are counted by [`DropReason`] and dropped.
     pub fn handle_packet(&mut self, pkt: &[u8], now: Instant) {
+        self.handle_received(pkt, Received::Unchecked, now);
+    }
+
+    /// [`Engine::handle_packet`] for a packet whose device vouches for what
+    /// `received` says: those checks are skipped.
+    pub fn handle_received(&mut self, pkt: &[u8], received: Received, now: Instant) {
         self.advance(now);
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += pkt.len() as u64;
-        let inbound = match wire::classify(pkt, self.config.mtu, &self.config.routed) {
+        let inbound = match wire::classify(pkt, received, self.config.mtu, &self.config.routed) {
             Ok(inbound) => inbound,
             Err(reason) => {
                 self.counters.drop_packet(reason);
@@ -310,7 +316,24 @@ impl Engine {
     /// Read received bytes; 0 means nothing is buffered now (after
     /// [`Event::TcpReadClosed`]: nothing ever will be).
     pub fn tcp_recv(&mut self, flow: FlowId, buf: &mut [u8]) -> Result<usize, FlowError> {
-        self.tcp.recv(flow, buf, self.now, &mut self.events)
+        self.tcp.recv(flow, self.now, &mut self.events, |data| {
+            // The run up to the buffer's wrap, then the rest from its start.
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            n
+        })
+    }
+
+    /// Read received bytes in place: `take` is given the longest contiguous
+    /// run buffered (empty when there is none) and returns how many of them
+    /// it consumed. Returns that count. For a caller that would otherwise
+    /// copy out of [`Engine::tcp_recv`]'s buffer again.
+    pub fn tcp_recv_with(
+        &mut self,
+        flow: FlowId,
+        take: impl FnOnce(&[u8]) -> usize,
+    ) -> Result<usize, FlowError> {
+        self.tcp.recv(flow, self.now, &mut self.events, take)
     }
 
     /// Half-close: send FIN after the queued bytes. Reading continues.

@@ -53,5 +53,5 @@ pub use smoltcp::time::{Duration, Instant};
 pub use smoltcp::wire::IpCidr;
 pub use types::{
     ConfigError, Counters, DropReason, EchoPolicy, EchoRequest, EngineConfig, Event, FlowError,
-    FlowId, UdpDatagram, Unreachable,
+    FlowId, Received, UdpDatagram, Unreachable,
 };

@@ -463,12 +463,14 @@ impl TcpStack {
         Ok(n)
     }
 
+    /// Reads in place: `take` gets the longest contiguous run buffered and
+    /// returns how much of it it consumed.
     pub(crate) fn recv(
         &mut self,
         id: FlowId,
-        buf: &mut [u8],
         now: Instant,
         events: &mut VecDeque<Event>,
+        take: impl FnOnce(&[u8]) -> usize,
     ) -> Result<usize, FlowError> {
         let f = self.flows.get_mut(&id).ok_or(FlowError::UnknownFlow(id))?;
         if f.finished {
@@ -476,8 +478,18 @@ impl TcpStack {
         }
         f.last_activity = now;
         let socket = f.sockets.get_mut::<tcp::Socket<'_>>(f.handle);
-        // Finished (FIN read) and not-yet-established both mean "nothing to read".
-        let n = socket.recv_slice(buf).unwrap_or(0);
+        // Finished (FIN read) and not-yet-established both mean "nothing to
+        // read"; so does an empty run.
+        let n = socket
+            .recv(|data| {
+                let n = if data.is_empty() {
+                    0
+                } else {
+                    take(data).min(data.len())
+                };
+                (n, n)
+            })
+            .unwrap_or(0);
         if !socket.can_recv() {
             f.readable_sent = false;
         }

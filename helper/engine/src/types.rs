@@ -239,12 +239,33 @@ pub enum Event {
     EchoRequest(EchoRequest),
 }
 
+/// What the device that read a packet vouches for, so that the engine need
+/// not check it again. A kernel hands a tunnel reader its own outgoing
+/// packets with their transport checksums left for the device to fill
+/// (Linux: virtio-net `NEEDS_CSUM`), or already verified (`DATA_VALID`,
+/// a forwarded packet whose NIC checked it); and with segmentation offload,
+/// a TCP stream before it is cut into MTU-sized segments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Received {
+    /// Nothing: every checksum is verified and the MTU holds.
+    #[default]
+    Unchecked,
+    /// The transport checksum is known good (the reader completed it, or the
+    /// kernel verified it); the IPv4 header checksum is still verified.
+    ChecksumValid,
+    /// A TCP super-segment: consecutive segments of one flow in one packet
+    /// of up to 64 KiB, as the local stack handed it to a device that
+    /// segments (TSO). Exempt from the MTU; its TCP checksum field holds
+    /// only the pseudo-header sum, so it is not verified.
+    TcpSuperSegment,
+}
+
 /// Why an inbound packet was dropped. Every drop is counted under exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// Shorter than its headers or its own length fields.
     Truncated,
-    /// Longer than the configured MTU.
+    /// Longer than the configured MTU (a TCP super-segment: than 64 KiB).
     Oversized,
     /// IP version nibble is neither 4 nor 6.
     BadVersion,

@@ -10,7 +10,7 @@ use smoltcp::wire::{
     Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket,
 };
 
-use crate::types::{DropReason, Unreachable};
+use crate::types::{DropReason, Received, Unreachable};
 
 /// Hop limit of every packet the engine originates (RFC 1700 default TTL).
 pub(crate) const HOP_LIMIT: u8 = 64;
@@ -22,7 +22,8 @@ pub(crate) const ICMP_ECHO_HEADER_LEN: usize = 8;
 /// A validated inbound packet, borrowing the caller's buffer.
 #[derive(Debug)]
 pub(crate) enum Inbound<'a> {
-    /// A TCP segment with valid IP and TCP checksums. `ip` is the packet cut
+    /// A TCP segment with valid IP and TCP checksums (or vouched for by the
+    /// device: see [`Received`]). `ip` is the packet cut
     /// to its IP length (trailing padding removed), ready for smoltcp.
     Tcp {
         ip: &'a [u8],
@@ -45,15 +46,22 @@ pub(crate) enum Inbound<'a> {
     },
 }
 
-/// Validate a bare IP packet. Every rejection names one [`DropReason`].
+/// Validate a bare IP packet, but for what its device vouches for
+/// (`received`). Every rejection names one [`DropReason`].
 pub(crate) fn classify<'a>(
     pkt: &'a [u8],
+    received: Received,
     mtu: usize,
     routed: &[IpCidr],
 ) -> Result<Inbound<'a>, DropReason> {
-    if pkt.len() > mtu {
+    let limit = match received {
+        Received::TcpSuperSegment => usize::from(u16::MAX),
+        Received::Unchecked | Received::ChecksumValid => mtu,
+    };
+    if pkt.len() > limit {
         return Err(DropReason::Oversized);
     }
+    let verify = received == Received::Unchecked;
     let first = *pkt.first().ok_or(DropReason::Truncated)?;
     let (src, dst, proto, ip, payload) = match first >> 4 {
         4 => parse_ipv4(pkt)?,
@@ -69,11 +77,14 @@ pub(crate) fn classify<'a>(
     if !routed.is_empty() && !routed.iter().any(|c| c.contains_addr(&dst)) {
         return Err(DropReason::NotRouted);
     }
+    if proto != IpProtocol::Tcp && pkt.len() > mtu {
+        return Err(DropReason::Oversized);
+    }
     match proto {
         IpProtocol::Tcp => {
             let tcp =
                 TcpPacket::new_checked(payload).map_err(|_| DropReason::MalformedTransport)?;
-            if !tcp.verify_checksum(&src, &dst) {
+            if verify && !tcp.verify_checksum(&src, &dst) {
                 return Err(DropReason::BadTransportChecksum);
             }
             if tcp.src_port() == 0 || tcp.dst_port() == 0 {
@@ -95,7 +106,7 @@ pub(crate) fn classify<'a>(
             let valid = match (udp.checksum(), src) {
                 (0, IpAddress::Ipv4(_)) => true,
                 (0, IpAddress::Ipv6(_)) => false,
-                _ => udp.verify_checksum(&src, &dst),
+                _ => !verify || udp.verify_checksum(&src, &dst),
             };
             if !valid {
                 return Err(DropReason::BadTransportChecksum);
@@ -113,7 +124,7 @@ pub(crate) fn classify<'a>(
         IpProtocol::Icmp => {
             let icmp =
                 Icmpv4Packet::new_checked(payload).map_err(|_| DropReason::MalformedTransport)?;
-            if !icmp.verify_checksum() {
+            if verify && !icmp.verify_checksum() {
                 return Err(DropReason::BadTransportChecksum);
             }
             if icmp.msg_type() != Icmpv4Message::EchoRequest || icmp.msg_code() != 0 {
@@ -133,7 +144,7 @@ pub(crate) fn classify<'a>(
             };
             let icmp =
                 Icmpv6Packet::new_checked(payload).map_err(|_| DropReason::MalformedTransport)?;
-            if !icmp.verify_checksum(&s, &d) {
+            if verify && !icmp.verify_checksum(&s, &d) {
                 return Err(DropReason::BadTransportChecksum);
             }
             if icmp.msg_type() != Icmpv6Message::EchoRequest || icmp.msg_code() != 0 {

@@ -9,7 +9,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use common::*;
-use ztun_engine::{DropReason, Engine, EngineConfig, Instant, IpCidr};
+use ztun_engine::{DropReason, Engine, EngineConfig, Event, Instant, IpCidr, Received};
 
 fn engine_with(config: EngineConfig) -> Engine {
     Engine::new(
@@ -84,6 +84,42 @@ fn packet_longer_than_mtu_is_oversized() {
     let p = icmpv4_echo_request(CLIENT_V4, SERVER_V4, 1, 1, &[0u8; 1253]);
     assert_eq!(p.len(), 1281);
     assert_dropped_as(&mut e, &p, DropReason::Oversized);
+}
+
+#[test]
+fn only_a_tcp_super_segment_is_exempt_from_the_mtu() {
+    let mut e = engine_with(EngineConfig {
+        mtu: 1280,
+        ..EngineConfig::default()
+    });
+    let ping = icmpv4_echo_request(CLIENT_V4, SERVER_V4, 1, 1, &[0u8; 1253]);
+    e.handle_received(&ping, Received::TcpSuperSegment, Instant::ZERO);
+    assert_eq!(e.counters().drops(DropReason::Oversized), 1);
+    let mut e = engine_with(EngineConfig::default());
+    // Longer than any IP packet, whatever its own length field says.
+    let mut huge = ping;
+    huge.resize(65_536, 0);
+    e.handle_received(&huge, Received::TcpSuperSegment, Instant::ZERO);
+    assert_eq!(
+        e.counters().drops(DropReason::Oversized),
+        1,
+        "64 KiB is the limit"
+    );
+}
+
+#[test]
+fn a_checksum_the_device_vouches_for_is_not_verified_again() {
+    let mut u = udp_segment(CLIENT_V4.into(), SERVER_V4.into(), 1000, 53, b"q");
+    u[6] ^= 0x5a;
+    let wrong = ipv4(CLIENT_V4, SERVER_V4, 17, &u);
+    let mut e = engine_with(EngineConfig::default());
+    e.handle_received(&wrong, Received::ChecksumValid, Instant::ZERO);
+    assert_eq!(e.counters().total_drops(), 0);
+    assert!(matches!(drain_events(&mut e)[..], [Event::UdpDatagram(_)]));
+    // The IPv4 header checksum is the engine's to check still.
+    let mut bad_header = wrong;
+    bad_header[10] ^= 1;
+    assert_dropped_as(&mut e, &bad_header, DropReason::BadIpChecksum);
 }
 
 #[test]

@@ -196,6 +196,37 @@ fn bulk_transfer_10_mib_both_ways_with_content_checksums() {
 }
 
 #[test]
+fn a_stream_sent_as_tcp_super_segments_arrives_whole() {
+    let mut h = checked(EngineConfig {
+        mtu: 1500,
+        tcp_rx_buffer: 64 * 1024,
+        ..config()
+    });
+    h.faults.super_segments = true;
+    h.daemon.script = DaemonScript {
+        send: MIB,
+        ..DaemonScript::default()
+    };
+    let c = h.connect(server(5201), 40003, 4 * MIB, 256 * 1024);
+    let done = h.run_until(Duration::from_secs(600), |h| {
+        h.daemon.flows.values().any(|f| f.closed)
+            && matches!(h.client_socket(c).state(), State::TimeWait | State::Closed)
+    });
+    let f = h.daemon.flows.values().next().unwrap();
+    assert!(done, "daemon got {} B", f.received.bytes);
+    assert_eq!(f.received.mismatch_at, None);
+    assert_eq!(f.received.bytes, 4 * MIB);
+    assert_eq!(f.received.hash, Fnv::of_pattern(CLIENT_SEED, 4 * MIB));
+    assert_eq!(h.conns[c].received.hash, Fnv::of_pattern(SERVER_SEED, MIB));
+    assert!(
+        h.super_segments > 20,
+        "the stream went mostly as super-segments: {}",
+        h.super_segments
+    );
+    assert_eq!(h.engine.counters().total_drops(), 0);
+}
+
+#[test]
 fn client_half_close_then_daemon_keeps_sending() {
     let mut h = checked(config());
     h.daemon.script = DaemonScript {
@@ -346,6 +377,7 @@ fn loss_and_reordering_preserve_content() {
     h.faults = Faults {
         loss_permille: 20,
         reorder_permille: 50,
+        ..Faults::default()
     };
     h.daemon.script = DaemonScript {
         send: MIB,

@@ -17,7 +17,7 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
-use ztun_engine::{Engine, EngineConfig, Event, FlowId};
+use ztun_engine::{Engine, EngineConfig, Event, FlowId, Received as Vouched};
 
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
@@ -195,12 +195,26 @@ impl Daemon {
             self.scratch.resize(65536, 0);
         }
         let f = self.flows.get_mut(&flow).expect("read before opened");
-        loop {
-            let n = engine.tcp_recv(flow, &mut self.scratch).unwrap();
+        // Both ways of reading, in turn; the in-place one takes only part of
+        // what it is shown, so what it leaves must come next.
+        for turn in 0_u64.. {
+            let n = if turn % 2 == 0 {
+                let n = engine.tcp_recv(flow, &mut self.scratch).unwrap();
+                f.received.absorb(CLIENT_SEED, &self.scratch[..n]);
+                n
+            } else {
+                let received = &mut f.received;
+                engine
+                    .tcp_recv_with(flow, |data| {
+                        let n = data.len().min(3000);
+                        received.absorb(CLIENT_SEED, &data[..n]);
+                        n
+                    })
+                    .unwrap()
+            };
             if n == 0 {
                 break;
             }
-            f.received.absorb(CLIENT_SEED, &self.scratch[..n]);
         }
     }
 
@@ -296,6 +310,86 @@ pub struct Faults {
     pub loss_permille: u32,
     /// Probability of delaying a packet behind the next one, per mille.
     pub reorder_permille: u32,
+    /// Hand the engine each run of a flow's consecutive data segments as
+    /// one TCP super-segment of up to 64 KiB, as Linux TSO hands a tun
+    /// reader: the first segment's headers, the lengths of the whole, and a
+    /// TCP checksum field that is not a checksum.
+    pub super_segments: bool,
+}
+
+/// The parts of a TCP packet that decide whether the next one continues it.
+struct Segment {
+    ip_len: usize,
+    /// Addresses and ports.
+    flow: Vec<u8>,
+    seq: u32,
+    payload: usize,
+    /// SYN, RST, FIN or URG: a segment that ends a run.
+    special: bool,
+}
+
+fn segment(p: &[u8]) -> Option<Segment> {
+    let (ip_len, proto, addrs) = match p.first()? >> 4 {
+        4 => (20, p[9], &p[12..20]),
+        6 => (40, p[6], &p[8..40]),
+        _ => return None,
+    };
+    if proto != 6 {
+        return None;
+    }
+    let tcp = &p[ip_len..];
+    let header = usize::from(tcp[12] >> 4) * 4;
+    Some(Segment {
+        ip_len,
+        flow: [addrs, &tcp[..4]].concat(),
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        payload: tcp.len() - header,
+        special: tcp[13] & 0x27 != 0,
+    })
+}
+
+/// Merges each run of a flow's consecutive data segments into one packet
+/// of at most 64 KiB, as TSO would have handed it over unsegmented: the
+/// first segment's headers with the last one's ACK, window and PSH, the
+/// IP length of the whole (the IPv4 header checksum refilled), and the TCP
+/// checksum field left holding junk.
+fn super_segments(packets: Vec<Vec<u8>>) -> Vec<(Vec<u8>, Vouched)> {
+    let mut out: Vec<(Vec<u8>, Vouched)> = Vec::new();
+    for p in packets {
+        if let (Some((last, received)), Some(next)) = (out.last_mut(), segment(&p)) {
+            if let Some(prev) = segment(last) {
+                let continues = prev.flow == next.flow
+                    && prev.seq.wrapping_add(u32::try_from(prev.payload).unwrap()) == next.seq
+                    && prev.payload > 0
+                    && next.payload > 0
+                    && !prev.special
+                    && !next.special
+                    && u16::try_from(last.len() + next.payload).is_ok();
+                if continues {
+                    let (ip, t) = (next.ip_len, next.ip_len);
+                    let header = usize::from(p[t + 12] >> 4) * 4;
+                    last.extend_from_slice(&p[t + header..]);
+                    // ACK number and window (and PSH) as of the last segment.
+                    last[t + 8..t + 12].copy_from_slice(&p[t + 8..t + 12]);
+                    last[t + 14..t + 16].copy_from_slice(&p[t + 14..t + 16]);
+                    last[t + 13] |= p[t + 13] & 0x08;
+                    last[t + 16..t + 18].copy_from_slice(&[0xde, 0xad]);
+                    if ip == 20 {
+                        let total = u16::try_from(last.len()).unwrap();
+                        last[2..4].copy_from_slice(&total.to_be_bytes());
+                        smoltcp::wire::Ipv4Packet::new_unchecked(&mut last[..]).fill_checksum();
+                    } else {
+                        let payload = u16::try_from(last.len() - 40).unwrap();
+                        last[4..6].copy_from_slice(&payload.to_be_bytes());
+                    }
+                    *received = Vouched::TcpSuperSegment;
+                    continue;
+                }
+            }
+        }
+        out.push((p, Vouched::Unchecked));
+    }
+    out
 }
 
 pub struct Harness {
@@ -312,8 +406,10 @@ pub struct Harness {
     /// callback given to `new` checks them).
     pub checker: Option<fn(&[u8])>,
     buf: Vec<u8>,
-    held: Option<(bool, Vec<u8>)>,
+    held: Option<(Option<Vouched>, Vec<u8>)>,
     pub engine_packets: u64,
+    /// Super-segments handed to the engine (see [`Faults::super_segments`]).
+    pub super_segments: u64,
 }
 
 impl Harness {
@@ -353,6 +449,7 @@ impl Harness {
             buf: vec![0; 65536],
             held: None,
             engine_packets: 0,
+            super_segments: 0,
         }
     }
 
@@ -396,7 +493,14 @@ impl Harness {
 
     /// Deliver `pkt` over a lossy, reordering wire. Returns whether it was
     /// handed on (possibly with a held-back packet after it).
-    fn wire(&mut self, to_engine: bool, pkt: Vec<u8>, out: &mut Vec<(bool, Vec<u8>)>) {
+    /// `to_engine` says what the engine is told of a packet sent to it;
+    /// `None` sends it to the client.
+    fn wire(
+        &mut self,
+        to_engine: Option<Vouched>,
+        pkt: Vec<u8>,
+        out: &mut Vec<(Option<Vouched>, Vec<u8>)>,
+    ) {
         if self.faults.loss_permille > 0 && self.rand_permille() < self.faults.loss_permille {
             return;
         }
@@ -447,8 +551,19 @@ impl Harness {
         self.client.poll(self.now, &mut self.dev, &mut self.sockets);
         let mut moved = false;
         let mut out = Vec::new();
-        for pkt in std::mem::take(&mut self.dev.tx) {
-            self.wire(true, pkt, &mut out);
+        let sent = std::mem::take(&mut self.dev.tx);
+        let sent = if self.faults.super_segments {
+            let merged = super_segments(sent);
+            self.super_segments += merged
+                .iter()
+                .filter(|(_, r)| *r == Vouched::TcpSuperSegment)
+                .count() as u64;
+            merged
+        } else {
+            sent.into_iter().map(|p| (p, Vouched::Unchecked)).collect()
+        };
+        for (pkt, received) in sent {
+            self.wire(Some(received), pkt, &mut out);
         }
         loop {
             let mut handled = false;
@@ -465,13 +580,13 @@ impl Harness {
                 }
                 self.engine_packets += 1;
                 produced = true;
-                self.wire(false, pkt, &mut out);
+                self.wire(None, pkt, &mut out);
             }
             let mut fed = false;
             for (to_engine, pkt) in out.drain(..) {
                 moved = true;
-                if to_engine {
-                    self.engine.handle_packet(&pkt, self.now);
+                if let Some(received) = to_engine {
+                    self.engine.handle_received(&pkt, received, self.now);
                     fed = true;
                 } else {
                     self.dev.rx.push_back(pkt);
