@@ -75,8 +75,9 @@ pub(crate) fn capabilities(mtu: usize) -> DeviceCapabilities {
     let mut caps = DeviceCapabilities::default();
     caps.medium = Medium::Ip;
     caps.max_transmission_unit = mtu;
-    // Inbound checksums are verified by `wire::classify` before smoltcp sees a
-    // packet; smoltcp only computes them on output.
+    // Inbound checksums are verified by `wire::classify` (or vouched for by
+    // the device: `Received`) before smoltcp sees a packet; smoltcp only
+    // computes them on output.
     let mut checksum = ChecksumCapabilities::default();
     checksum.ipv4 = Checksum::Tx;
     checksum.tcp = Checksum::Tx;
