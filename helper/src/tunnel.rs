@@ -1239,12 +1239,9 @@ fn socks_payloads(run: &Datagrams, dst: &Address) -> Vec<Datagrams> {
     runs
 }
 
-/// One UDP flow to port 53 relayed as DNS over TCP through the proxy's
-/// CONNECT: each query goes out on a connection of its own with its
-/// two-byte length (RFC 7766), and its answer comes back as a datagram.
-/// A connection per query, because servers may close a connection after
-/// one answer, which would lose the queries sent behind it; DNS clients
-/// send few queries, and concurrent ones are answered concurrently.
+/// Whether a SOCKS5 UDP reply from `from` answers a flow to `dst`: the
+/// same address, or for a flow to a name, any address on its port (the
+/// server resolved the name) or the name itself.
 fn from_destination(from: &Address, dst: &Address) -> bool {
     match (from, dst) {
         (from, Address::Ip(_)) => from == dst,
@@ -1253,6 +1250,12 @@ fn from_destination(from: &Address, dst: &Address) -> bool {
     }
 }
 
+/// One UDP flow to port 53 relayed as DNS over TCP through the proxy's
+/// CONNECT: each query goes out on a connection of its own with its
+/// two-byte length (RFC 7766), and its answer comes back as a datagram.
+/// A connection per query, because servers may close a connection after
+/// one answer, which would lose the queries sent behind it; DNS clients
+/// send few queries, and concurrent ones are answered concurrently.
 async fn dns_over_tcp(
     flow: FlowId,
     dst: Address,

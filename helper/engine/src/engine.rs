@@ -317,7 +317,8 @@ impl Engine {
     /// [`Event::TcpReadClosed`]: nothing ever will be).
     pub fn tcp_recv(&mut self, flow: FlowId, buf: &mut [u8]) -> Result<usize, FlowError> {
         self.tcp.recv(flow, self.now, &mut self.events, |data| {
-            // The run up to the buffer's wrap, then the rest from its start.
+            // One contiguous run a call: up to the ring's wrap; what lies
+            // past it comes with the next call.
             let n = data.len().min(buf.len());
             buf[..n].copy_from_slice(&data[..n]);
             n
