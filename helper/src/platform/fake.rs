@@ -268,10 +268,8 @@ impl Platform for FakePlatform {
         let mut s = self.state();
         s.calls.push(Call::SetKillSwitch(rules.cloned(), held));
         if s.fail_kill_switch {
-            return Err(PlatformError::KillSwitch {
-                action: if rules.is_some() { "install" } else { "remove" },
-                reason: "nft is not installed (Debian: apt install nftables)".into(),
-            });
+            let missing = io::Error::from(io::ErrorKind::NotFound);
+            return Err(PlatformError::nft_failed(rules.is_some(), &missing));
         }
         s.kill_switch = rules.cloned();
         Ok(rules.map(|_| held.unwrap_or(7)))

@@ -460,14 +460,7 @@ impl Platform for LinuxPlatform {
         let script = crate::killswitch::nft_script(rules);
         super::run_tool("nft", &["-f", "-"], &script)
             .await
-            .map_err(|e| PlatformError::KillSwitch {
-                action: if rules.is_some() { "install" } else { "remove" },
-                reason: if e.kind() == io::ErrorKind::NotFound {
-                    "nft is not installed (Debian: apt install nftables)".to_owned()
-                } else {
-                    e.to_string()
-                },
-            })?;
+            .map_err(|e| PlatformError::nft_failed(rules.is_some(), &e))?;
         Ok(None)
     }
 }

@@ -68,6 +68,21 @@ pub enum PlatformError {
     SplitDns(String),
 }
 
+impl PlatformError {
+    /// `nft` failed to install (`installing`) or remove the kill switch's
+    /// table; a missing `nft` says which package brings it.
+    pub(crate) fn nft_failed(installing: bool, e: &io::Error) -> Self {
+        Self::KillSwitch {
+            action: if installing { "install" } else { "remove" },
+            reason: if e.kind() == io::ErrorKind::NotFound {
+                "nft is not installed (Debian: apt install nftables)".to_owned()
+            } else {
+                e.to_string()
+            },
+        }
+    }
+}
+
 /// The operating system, as the daemon needs it.
 pub trait Platform: Send + Sync + 'static {
     /// The open tunnel device (read and write packets through it).
