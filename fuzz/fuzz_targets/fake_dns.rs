@@ -13,9 +13,12 @@ fuzz_target!(|data: &[u8]| {
     let mut dns = FakeDns {
         pool: Pool::new("198.18.0.0/28".parse().unwrap(), reserved),
         pool6: Some(Pool::new("2001:db8:fa::/120".parse().unwrap(), vec![])),
-        answer_at: None,
+        // Targeted mode (names outside the domains refused) or full.
+        answer_at: data
+            .first()
+            .is_some_and(|b| b & 1 == 1)
+            .then(|| "198.18.0.2".parse().unwrap()),
         domains: vec!["example.com".into()],
-        refuse_others: data.first().is_some_and(|b| b & 1 == 1),
         file: None,
         file6: None,
         exhausted: 0,

@@ -480,7 +480,6 @@ impl<P: Platform> Daemon<P> {
             pool6,
             answer_at: (!spec.full).then_some(IpAddr::V4(spec.peer)),
             domains: spec.route_domains.clone(),
-            refuse_others: !spec.full,
             file,
             file6,
             exhausted: 0,

@@ -249,14 +249,13 @@ pub struct FakeDns {
     /// AAAA answers come from here; without it they carry no data.
     pub pool6: Option<Pool>,
     /// Answer queries to any address (full mode: every query entering the
-    /// tunnel), or only those to this one (the peer, where the system's
-    /// split-DNS configuration sends the route domains).
+    /// tunnel; names outside the route domains are passed on), or only
+    /// those to this one (targeted mode: the peer, where the system's
+    /// split-DNS configuration sends the route domains; names outside
+    /// them are refused).
     pub answer_at: Option<std::net::IpAddr>,
     /// Names answered; empty: all.
     pub domains: Vec<String>,
-    /// Every A query whose name is not a route domain's is refused
-    /// (targeted mode), rather than passed on.
-    pub refuse_others: bool,
     /// Where each pool's map is saved.
     pub file: Option<crate::state::StateFile>,
     pub file6: Option<crate::state::StateFile>,
@@ -275,7 +274,7 @@ impl FakeDns {
     /// every query is the fake DNS's: every name, or a targeted tunnel's
     /// peer.
     pub fn answers_tcp_at(&self, dst: std::net::IpAddr) -> bool {
-        self.answers_at(dst) && (self.domains.is_empty() || self.refuse_others)
+        self.answers_at(dst) && (self.domains.is_empty() || self.answer_at.is_some())
     }
 
     /// Answers one DNS message into `reply`.
@@ -289,7 +288,7 @@ impl FakeDns {
             }
         };
         if !ztun_proto::name_in_domains(&self.domains, &q.name) {
-            if self.refuse_others {
+            if self.answer_at.is_some() {
                 q.answer(Rcode::Refused, None, reply);
                 return Handled::Answered;
             }
@@ -648,7 +647,6 @@ mod tests {
             pool6: None,
             answer_at: None,
             domains: Vec::new(),
-            refuse_others: false,
             file: None,
             file6: None,
             exhausted: 0,
