@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod fakedns;
 pub mod fault;
 pub mod killswitch;
+pub mod memory;
 pub mod platform;
 pub mod relay;
 pub mod resolvers;

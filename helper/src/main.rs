@@ -59,53 +59,44 @@ fn launched_by_launchd() -> bool {
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::EnvFilter;
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, bad_filter) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let registry = tracing_subscriber::registry().with(filter);
     #[cfg(target_os = "macos")]
-    if launched_by_launchd() {
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(tracing_oslog::OsLogger::new(
-                ztun_proto::service::OS_LOG_SUBSYSTEM,
-                "default",
-            ))
-            .init();
-        return;
-    }
-    tracing_subscriber::registry()
-        .with(filter)
+    let registry =
+        registry.with(launched_by_launchd().then(|| {
+            tracing_oslog::OsLogger::new(ztun_proto::service::OS_LOG_SUBSYSTEM, "default")
+        }));
+    let to_stderr = !(cfg!(target_os = "macos") && launched_by_launchd());
+    registry
         // Colour only for a person at a terminal: journald and log files
         // would show the escape codes.
-        .with(
+        .with(to_stderr.then(|| {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        }))
         .init();
-}
-
-/// Keeps flows' large, mostly unwritten buffers from costing memory. Each
-/// TCP flow's transmit buffer (256 KiB, `engine_config` in daemon.rs) is
-/// allocated zeroed at the SYN, and most flows write little of it. glibc
-/// serves a block this large by mmap, whose pages cost memory only once
-/// written; but after the first such block is freed it raises its mmap
-/// threshold above them, and from then on they come from the heap, where
-/// calloc zero-fills, so touches, every byte (measured: 1,000 concurrent
-/// small flows peaked at 149 MiB instead of 69). A fixed threshold stays
-/// put. macOS malloc maps blocks this large from fresh pages already.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_large_buffers_lazy() {
-    // SAFETY: mallopt only sets a malloc tunable; it is called once, before
-    // any other thread exists.
-    let set = unsafe { nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 * 1024) };
-    if set != 1 {
-        tracing::warn!("cannot fix malloc's mmap threshold: idle flows may hold more memory");
+    if let Some(why) = bad_filter {
+        tracing::warn!("RUST_LOG ignored, logging at info: {why} (give a level, or target=level pairs: RUST_LOG=ztun_helper=debug,info)");
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_large_buffers_lazy() {}
+/// The log filter `RUST_LOG` asks for (`debug`, or `target=level` pairs
+/// such as `ztun_helper=debug,smoltcp=info`), else `info`; and, when it
+/// was given but could not be parsed, why.
+fn log_filter(rust_log: Option<&str>) -> (tracing_subscriber::filter::Targets, Option<String>) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (info(), None),
+        Some(spec) => match spec.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(e) => (info(), Some(format!("{spec:?}: {e}"))),
+        },
+    }
+}
 
 /// Starts the data plane's own thread and returns its runtime. Every
 /// tunnel's engine and its relay tasks run there, on one current-thread
@@ -143,7 +134,7 @@ fn data_plane_runtime() -> std::io::Result<tokio::runtime::Handle> {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
-    keep_large_buffers_lazy();
+    ztun_helper::memory::keep_large_buffers_lazy();
     let data_plane = match data_plane_runtime() {
         Ok(handle) => handle,
         Err(e) => {
@@ -324,4 +315,44 @@ fn start_xpc<H: ztun_helper::control::Handler>(
         ztun_proto::service::MACH_SERVICE
     );
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::log_filter;
+
+    #[test]
+    fn log_filter_defaults_to_info_without_rust_log() {
+        for unset in [None, Some(""), Some("  ")] {
+            let (filter, bad) = log_filter(unset);
+            assert_eq!(bad, None);
+            assert!(filter.would_enable("ztun_helper::daemon", &Level::INFO));
+            assert!(!filter.would_enable("ztun_helper::daemon", &Level::DEBUG));
+        }
+    }
+
+    #[test]
+    fn log_filter_takes_a_level_and_target_level_pairs() {
+        let (filter, bad) = log_filter(Some("ztun_helper=debug,smoltcp=warn,info"));
+        assert_eq!(bad, None);
+        assert!(filter.would_enable("ztun_helper::relay", &Level::DEBUG));
+        assert!(!filter.would_enable("smoltcp::iface", &Level::INFO));
+        assert!(filter.would_enable("tokio::net", &Level::INFO));
+        assert!(!filter.would_enable("tokio::net", &Level::DEBUG));
+
+        let (filter, bad) = log_filter(Some("trace"));
+        assert_eq!(bad, None);
+        assert!(filter.would_enable("smoltcp::iface", &Level::TRACE));
+    }
+
+    #[test]
+    fn log_filter_falls_back_to_info_and_says_why_on_a_bad_rust_log() {
+        let (filter, bad) = log_filter(Some("ztun_helper=loud"));
+        let why = bad.expect("a reason");
+        assert!(why.starts_with("\"ztun_helper=loud\": "), "{why}");
+        assert!(filter.would_enable("ztun_helper::daemon", &Level::INFO));
+        assert!(!filter.would_enable("ztun_helper::daemon", &Level::DEBUG));
+    }
 }
