@@ -401,6 +401,7 @@ pub async fn run<D: PacketDevice>(
             _ = refresh.tick() => {
                 counters.set_rates(&mut rates);
                 dp.save_fake_dns();
+                device.trim(&mut scratch);
             }
             Some(reply) = queries.recv() => {
                 let _ = reply.send(dp.flows(Instant::now()));
