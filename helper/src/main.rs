@@ -61,17 +61,17 @@ fn init_logging() {
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let (filter, bad_filter) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let to_os_log = launched_by_launchd();
     let registry = tracing_subscriber::registry().with(filter);
     #[cfg(target_os = "macos")]
     let registry =
-        registry.with(launched_by_launchd().then(|| {
+        registry.with(to_os_log.then(|| {
             tracing_oslog::OsLogger::new(ztun_proto::service::OS_LOG_SUBSYSTEM, "default")
         }));
-    let to_stderr = !(cfg!(target_os = "macos") && launched_by_launchd());
     registry
         // Colour only for a person at a terminal: journald and log files
         // would show the escape codes.
-        .with(to_stderr.then(|| {
+        .with((!to_os_log).then(|| {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

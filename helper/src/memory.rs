@@ -11,7 +11,7 @@
 /// small flows peaked at 149 MiB instead of 69). A fixed threshold stays
 /// put. macOS malloc maps blocks this large from fresh pages already.
 ///
-/// Call it first in `main`, before any other thread exists.
+/// Call it from `main` before any other thread exists.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn keep_large_buffers_lazy() {
     // SAFETY: mallopt only sets a malloc tunable; it is called once, before
